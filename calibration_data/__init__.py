@@ -1,0 +1,1 @@
+"""Sample data and the reference model shipped with edgepipe (see README.md here)."""

@@ -1,0 +1,168 @@
+"""The ``edgepipe`` command: parse options, build a config, call the API, render the result."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from targets import RunOptions, available_targets
+
+from . import __version__, api
+from .config import ConvertConfig, PreprocessOverrides
+from .errors import EdgepipeError
+from .report import render_markdown
+from .vocab import ColorMode, Recipe
+
+TARGET_NAMES = list(available_targets())
+
+
+def _handle_errors(command):
+    """The one place where library errors become a message on stderr and a non-zero exit."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except EdgepipeError as exc:
+            click.echo(f"edgepipe: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+def _run_options(func):
+    """Options shared by every command that runs a model on a target."""
+    options = [
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="CPU threads for the interpreter [default: all cores]."),
+        click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
+                     help="Timed single-sample inferences for the latency figures."),
+        click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+                     help="Untimed inferences before timing."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+                     help="Samples per invoke when evaluating a model with a dynamic batch."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _preprocess_options(func):
+    options = [
+        click.option("--scale", type=float, default=None,
+                     help="model input = raw * scale + offset [default: 1/255 for uint8 data, else 1]."),
+        click.option("--offset", type=float, default=None, help="Added after scaling [default: 0]."),
+        click.option("--color-mode", type=click.Choice([m.value for m in ColorMode]), default=None,
+                     help="How image folders are decoded [default: from the model's channels]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _emit(report: dict, as_json: bool) -> None:
+    click.echo(json.dumps(report, indent=2) if as_json else render_markdown(report))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgepipe")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
+def main(quiet: bool, verbose: bool) -> None:
+    """Quantize Keras models to int8 TFLite and check them on host, Raspberry Pi and MCU targets.
+
+    Progress goes to stderr; results (a Markdown table, or JSON with --json) go to stdout.
+    """
+    level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("edgepipe: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    for name in ("edgepipe", "pipeline", "targets"):
+        logging.getLogger(name).setLevel(level)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--calib", type=click.Path(path_type=Path), help="Representative data: image folder or .npz with x.")
+@click.option("--eval", "eval_", type=click.Path(path_type=Path), help="Evaluation data: image folder or .npz with x (and y).")
+@click.option("--recipe", type=click.Choice(Recipe.choices()), default=Recipe.INT8.value, show_default=True,
+              help="int8 = full integer with int8 I/O; int16x8, float16, dynamic (weights only), float32.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("edgepipe-out"), show_default=True,
+              help="Folder for the .tflite files and report.json/report.md.")
+@click.option("--target", "targets", multiple=True, type=click.Choice(TARGET_NAMES),
+              help="Also run on these targets (repeatable) [default: host].")
+@click.option("--float-io", is_flag=True, help="Keep float32 input/output (quantize/dequantize inside the model).")
+@click.option("--dynamic-batch", is_flag=True,
+              help="Keep a dynamic batch dimension (batched host evaluation); devices want the default batch of 1.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=500, show_default=True,
+              help="At most this many calibration samples.")
+@click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code).")
+@click.option("--overwrite", is_flag=True, help="Replace existing files in --out.")
+@_preprocess_options
+@_run_options
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
+@_handle_errors
+def convert(model, calib, eval_, recipe, out, targets, float_io, dynamic_batch, calib_samples, unsafe, overwrite,
+            scale, offset, color_mode, threads, runs, warmup, batch_size, as_json):
+    """Quantize MODEL (.keras, .h5 or SavedModel folder) and verify it against the float model."""
+    config = ConvertConfig(
+        model=model, calib=calib, eval=eval_, recipe=Recipe(recipe), out=out,
+        targets=tuple(dict.fromkeys(("host", *targets))), float_io=float_io, dynamic_batch=dynamic_batch, unsafe=unsafe,
+        overwrite=overwrite, calib_samples=calib_samples,
+        preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode),
+        run=RunOptions(threads=threads, warmup=warmup, runs=runs, batch_size=batch_size),
+    )
+    _emit(api.convert(config).report, as_json)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", required=True, type=click.Choice(TARGET_NAMES), help="Where to run (see `edgepipe targets`).")
+@click.option("--eval", "eval_", type=click.Path(path_type=Path), help="Evaluation data: image folder or .npz with x (and y).")
+@_preprocess_options
+@_run_options
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON to stdout.")
+@_handle_errors
+def run(model, target, eval_, scale, offset, color_mode, threads, runs, warmup, batch_size, as_json):
+    """Run a .tflite MODEL on a target: accuracy over --eval, latency, and what the runtime did."""
+    report = api.run_on_target(
+        model, target, eval_, options=RunOptions(threads=threads, warmup=warmup, runs=runs, batch_size=batch_size),
+        preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode),
+    )
+    _emit(report, as_json)
+
+
+@main.command(name="targets")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@_handle_errors
+def list_targets(as_json):
+    """List the registered targets."""
+    rows = api.list_targets()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(row["name"]) for row in rows)
+    for row in rows:
+        click.echo(f"{row['name']:<{width}}  {row['description']}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-out"), show_default=True,
+              help="Folder for the artifacts and report.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier demo's files in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
+@_handle_errors
+def demo(out, overwrite, as_json):
+    """Run the whole pipeline on the bundled MNIST sample and reference CNN."""
+    _emit(api.demo(out, overwrite=overwrite).report, as_json)
+
+
+if __name__ == "__main__":
+    main()

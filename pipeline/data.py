@@ -1,0 +1,147 @@
+"""Calibration and evaluation data: image folders or ``.npz`` files, one preprocessing spec.
+
+Only numpy and Pillow are used here, so the same loader serves the converter, the host and the
+on-device runners. A folder holds one sub-folder per class (Keras' ``image_dataset_from_directory``
+convention, classes in sorted order); an ``.npz`` holds ``x`` and, where labelled, ``y``.
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import sha256_path
+from .errors import DataError
+from .vocab import ColorMode, Preprocess
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Preprocessed samples ready for a model: ``x`` float32 in model layout, ``y`` int or None."""
+
+    path: Path
+    sha256: str
+    x: np.ndarray
+    y: np.ndarray | None
+    preprocess: Preprocess
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def samples(self) -> int:
+        return int(self.x.shape[0])
+
+    def head(self, count: int | None) -> "Dataset":
+        """The first ``count`` samples (all if ``None``); the files are shuffled when made."""
+        if count is None or count >= self.samples:
+            return self
+        y = None if self.y is None else self.y[:count]
+        return Dataset(self.path, self.sha256, self.x[:count], y, self.preprocess, self.class_names)
+
+    def describe(self) -> dict:
+        """The report entry: a path that ``edgepipe run --eval`` accepts, its hash and size."""
+        return {"path": str(self.path), "sha256": self.sha256, "samples": self.samples,
+                "labelled": self.y is not None}
+
+
+def load_dataset(path: str | Path, preprocess: Preprocess, role: str = "data") -> Dataset:
+    """Load ``path`` (folder or ``.npz``) and apply ``preprocess``.
+
+    ``role`` names the option (``--calib``, ``--eval``) in error messages.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{role} {path} does not exist; give an image folder or an .npz file.")
+    if path.is_dir():
+        raw, labels, classes = _read_image_folder(path, preprocess, role)
+    elif path.suffix.lower() == ".npz":
+        raw, labels = _read_npz(path, role)
+        classes = ()
+    else:
+        raise DataError(
+            f"{role} {path} is neither a folder nor an .npz file; give a folder of images with "
+            "one sub-folder per class, or an .npz holding 'x' (and 'y')."
+        )
+    spec = preprocess.resolve(raw.dtype)
+    x = _fit_shape(raw, spec, path, role).astype(np.float32) * np.float32(spec.scale)
+    if spec.offset:
+        x += np.float32(spec.offset)
+    log.info("%s: %d samples from %s", role, len(x), path)
+    return Dataset(path=path, sha256=sha256_path(path), x=x, y=labels, preprocess=spec,
+                   class_names=classes)
+
+
+def _read_npz(path: Path, role: str) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive.files:
+                raise DataError(
+                    f"{role} {path} has no array 'x' (it has {', '.join(archive.files) or 'none'}); "
+                    "save the samples as x=... (and labels as y=...)."
+                )
+            x = archive["x"]
+            y = archive["y"] if "y" in archive.files else None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{role} {path} is not a readable .npz file ({exc}); re-save it with numpy.savez.") from exc
+    if x.shape[0] == 0:
+        raise DataError(f"{role} {path} holds no samples; give at least one.")
+    if y is not None:
+        y = np.asarray(y).reshape(-1)
+        if len(y) != len(x):
+            raise DataError(f"{role} {path} has {len(x)} samples in 'x' but {len(y)} labels in 'y'; make them match.")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{role} {path}: 'y' must hold integer class labels, not {y.dtype}.")
+        y = y.astype(np.int64)
+    return x, y
+
+
+def _read_image_folder(path: Path, spec: Preprocess, role: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    if not spec.is_image:
+        raise DataError(
+            f"{role} {path} is an image folder, but the model input {spec.shape} is not an image "
+            "(height x width x 1 or 3); give an .npz with 'x' instead."
+        )
+    classes = tuple(sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    files = [(index, f) for index, name in enumerate(classes)
+             for f in sorted((path / name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(
+            f"{role} {path} holds no images; put images ({', '.join(sorted(IMAGE_SUFFIXES))}) in "
+            "one sub-folder per class, e.g. {path}/cat/001.png."
+        )
+    from PIL import Image, UnidentifiedImageError
+
+    mode = "L" if spec.color_mode is ColorMode.GRAYSCALE else "RGB"
+    height, width = spec.height_width
+    images = np.empty((len(files), height, width, spec.shape[-1]), dtype=np.uint8)
+    for row, (_, file) in enumerate(files):
+        try:
+            with Image.open(file) as image:
+                image = image.convert(mode)
+                if image.size != (width, height):
+                    image = image.resize((width, height), Image.Resampling.BILINEAR)
+                images[row] = np.asarray(image).reshape(height, width, -1)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{role}: cannot read image {file} ({exc}); remove or replace it.") from exc
+    labels = np.array([index for index, _ in files], dtype=np.int64)
+    return images, labels, classes
+
+
+def _fit_shape(raw: np.ndarray, spec: Preprocess, path: Path, role: str) -> np.ndarray:
+    """Accept exactly the model's sample shape, adding a missing trailing channel of 1."""
+    expected = tuple(spec.shape)
+    if raw.shape[1:] == expected:
+        return raw
+    if expected[-1:] == (1,) and raw.shape[1:] == expected[:-1]:
+        return raw[..., np.newaxis]
+    raise DataError(
+        f"{role} {path} has samples of shape {tuple(raw.shape[1:])} but the model takes "
+        f"{expected}; resize the data to {expected} (or use an image folder, which is resized for you)."
+    )

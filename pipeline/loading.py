@@ -1,0 +1,205 @@
+"""Load a Keras model (.keras, .h5) or a SavedModel folder, safely by default.
+
+Safe means no embedded Python runs: Keras' ``safe_mode`` stays on, and a model that contains a
+``Lambda`` layer (whose code would run at load time) is refused before anything is deserialized
+unless the caller passes ``unsafe=True`` (``--unsafe``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import keras_compat
+from .artifacts import sha256_path
+from .errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+UNSAFE_LAYERS = {"Lambda"}
+
+
+@dataclass
+class LoadedModel:
+    """A float model, whatever it was saved as, with what the pipeline needs of it."""
+
+    path: Path
+    sha256: str
+    format: str  # "keras" (Keras 3), "h5-keras3", "h5-tf_keras", "saved_model"
+    input_shape: tuple[int | None, ...]
+    params: int
+    predict_batch: Callable[[np.ndarray], np.ndarray]
+    make_converter: Callable[[int | None], Any]  # batch size (None keeps it dynamic) -> converter
+    keras_model: Any = None
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Float outputs (first output) for all rows of ``x``."""
+        parts = [np.asarray(self.predict_batch(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+        return np.concatenate(parts).astype(np.float32)
+
+    def describe(self) -> dict:
+        return {"path": str(self.path), "sha256": self.sha256, "format": self.format,
+                "params": self.params, "input_shape": list(self.input_shape)}
+
+
+def load_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
+    """Load ``path``; raise :class:`ModelLoadError` with the fix when it cannot be done."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"model {path} does not exist; give a .keras file, an .h5 file or a SavedModel folder.")
+    if path.is_dir():
+        if not (path / "saved_model.pb").exists():
+            raise ModelLoadError(f"{path} is a folder without saved_model.pb; give a SavedModel folder or a .keras/.h5 file.")
+        return _load_saved_model(path)
+    suffix = path.suffix.lower()
+    if suffix == ".keras":
+        config = _keras_zip_config(path)
+    elif suffix in (".h5", ".hdf5"):
+        config = _h5_config(path)
+    else:
+        raise ModelLoadError(f"{path} has an unknown extension {suffix!r}; give a .keras file, an .h5 file or a SavedModel folder.")
+    if not unsafe:
+        _refuse_unsafe_layers(config, path)
+    return _load_keras(path, suffix, unsafe)
+
+
+def _keras_zip_config(path: Path) -> dict:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:
+        raise ModelLoadError(
+            f"{path} is not a readable .keras file ({exc}); re-save the model with model.save('model.keras')."
+        ) from exc
+
+
+def _h5_config(path: Path) -> dict:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            raw = handle.attrs.get("model_config")
+    except OSError as exc:
+        raise ModelLoadError(f"{path} is not a readable HDF5 file ({exc}); re-save the model with model.save('model.h5').") from exc
+    if raw is None:
+        raise ModelLoadError(
+            f"{path} holds weights only, no architecture; save the whole model (model.save), not model.save_weights."
+        )
+    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def _layer_classes(config: Any, found: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Every (class_name, layer name) in a nested Keras config."""
+    if isinstance(config, dict):
+        if "class_name" in config and isinstance(config.get("config"), dict):
+            found.append((config["class_name"], str(config["config"].get("name", "?"))))
+        for value in config.values():
+            _layer_classes(value, found)
+    elif isinstance(config, list):
+        for value in config:
+            _layer_classes(value, found)
+    return found
+
+
+def _refuse_unsafe_layers(config: dict, path: Path) -> None:
+    unsafe = [name for cls, name in _layer_classes(config, []) if cls in UNSAFE_LAYERS]
+    if unsafe:
+        raise ModelLoadError(
+            f"{path} contains Lambda layer(s) {', '.join(unsafe)}, whose embedded Python code would run "
+            "when loaded; pass --unsafe only if you trust where this file came from."
+        )
+
+
+def _load_keras(path: Path, suffix: str, unsafe: bool) -> LoadedModel:
+    keras = keras_compat.keras3()
+    errors = []
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+        fmt = "keras" if suffix == ".keras" else "h5-keras3"
+    except Exception as exc:  # Keras raises many types for undecodable files
+        errors.append(f"Keras 3: {_first_line(exc)}")
+        model = None
+    if model is None and suffix != ".keras":
+        # Keras 3 cannot rebuild some legacy H5 files (e.g. DepthwiseConv2D configs of Keras 2).
+        try:
+            model = keras_compat.legacy_keras().models.load_model(path, compile=False)
+            fmt = "h5-tf_keras"
+            log.info("loaded %s with tf_keras (legacy H5)", path)
+        except Exception as exc:
+            errors.append(f"tf_keras: {_first_line(exc)}")
+    if model is None:
+        raise ModelLoadError(
+            f"cannot load {path} ({'; '.join(errors)}); if the model has custom layers, "
+            "save it without them or as a SavedModel folder."
+        )
+    if not getattr(model, "inputs", None) or len(model.inputs) != 1:
+        raise ModelLoadError(
+            f"{path} must have exactly one input (it has {len(getattr(model, 'inputs', None) or [])}); "
+            "edgepipe handles single-input models."
+        )
+    tf = keras_compat.tensorflow()
+    shape = tuple(None if d is None else int(d) for d in model.inputs[0].shape)
+
+    def predict_batch(x: np.ndarray) -> np.ndarray:
+        out = model(tf.constant(x), training=False)
+        return (out[0] if isinstance(out, (list, tuple)) else out).numpy()
+
+    def make_converter(batch: int | None):
+        if batch is None:
+            return tf.lite.TFLiteConverter.from_keras_model(model)
+        # Re-wrap with a fixed batch so the graph has static shapes (no SHAPE/PACK ops for
+        # Flatten), which is what microcontrollers need and what XNNPACK delegates best.
+        kit = keras_compat.legacy_keras() if keras_compat.is_legacy_model(model) else keras
+        inputs = kit.Input(shape[1:], batch_size=batch, dtype=model.inputs[0].dtype)
+        return tf.lite.TFLiteConverter.from_keras_model(kit.Model(inputs, model(inputs)))
+
+    return LoadedModel(
+        path=path, sha256=sha256_path(path), format=fmt, input_shape=shape,
+        params=int(model.count_params()), predict_batch=predict_batch,
+        make_converter=make_converter, keras_model=model,
+    )
+
+
+def _load_saved_model(path: Path) -> LoadedModel:
+    tf = keras_compat.tensorflow()
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load SavedModel {path} ({_first_line(exc)}); re-export it with model.export().") from exc
+    signature = loaded.signatures.get("serving_default")
+    if signature is None:
+        raise ModelLoadError(f"SavedModel {path} has no 'serving_default' signature; export it with model.export(path).")
+    _, kwargs = signature.structured_input_signature
+    if len(kwargs) != 1:
+        raise ModelLoadError(f"SavedModel {path} must take exactly one input (it takes {len(kwargs)}).")
+    input_name, spec = next(iter(kwargs.items()))
+    output_name = sorted(signature.structured_outputs)[0]
+    params = int(sum(np.prod(v.shape) for v in getattr(loaded, "variables", [])))
+
+    def predict_batch(x: np.ndarray) -> np.ndarray:
+        return signature(**{input_name: tf.constant(x, dtype=spec.dtype)})[output_name].numpy()
+
+    def make_converter(batch: int | None):
+        if batch is None:
+            return tf.lite.TFLiteConverter.from_saved_model(str(path))
+        traced = tf.function(lambda t: {output_name: signature(**{input_name: t})[output_name]})
+        concrete = traced.get_concrete_function(tf.TensorSpec([batch, *spec.shape[1:]], spec.dtype))
+        return tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded)
+
+    return LoadedModel(
+        path=path, sha256=sha256_path(path), format="saved_model",
+        input_shape=tuple(None if d is None else int(d) for d in spec.shape), params=params,
+        predict_batch=predict_batch,
+        make_converter=make_converter,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -1,0 +1,152 @@
+"""The conversion pipeline: plain stage functions over one typed context, in one ordered list.
+
+load -> data -> convert -> verify -> targets -> emit. Nothing is written before ``emit``, so a
+failure in any stage leaves ``--out`` as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from targets import TargetResult, get_target
+from targets.graph import ModelInfo, inspect_model
+from targets.metrics import output_error, top1_accuracy
+
+from .artifacts import atomic_write_bytes, atomic_write_json
+from .config import ConvertConfig
+from .convert import convert_model
+from .data import Dataset, load_dataset
+from .errors import TargetError
+from .loading import LoadedModel, load_model
+from .verify import check_integer_only, compare
+from .vocab import Preprocess, Recipe
+
+log = logging.getLogger("edgepipe")
+
+
+@dataclass
+class Context:
+    config: ConvertConfig
+    model: LoadedModel | None = None
+    preprocess: Preprocess | None = None
+    calib: Dataset | None = None
+    eval: Dataset | None = None
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    info: ModelInfo | None = None
+    baseline_info: ModelInfo | None = None
+    float_outputs: np.ndarray | None = None
+    verification: dict = field(default_factory=dict)
+    baseline: dict = field(default_factory=dict)
+    targets: dict[str, TargetResult] = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+
+    @property
+    def artifact(self) -> bytes:
+        return self.artifacts[self.config.artifact_name]
+
+
+def load(ctx: Context) -> None:
+    ctx.model = load_model(ctx.config.model, unsafe=ctx.config.unsafe)
+    overrides = ctx.config.preprocess
+    ctx.preprocess = Preprocess.from_input_shape(
+        ctx.model.input_shape, scale=overrides.scale, offset=overrides.offset, color_mode=overrides.color_mode
+    )
+    log.info("model %s: %s, %d parameters, input %s", ctx.model.path.name, ctx.model.format,
+             ctx.model.params, list(ctx.model.input_shape))
+
+
+def data(ctx: Context) -> None:
+    """Calibration first: the spec it resolves (e.g. scale 1/255 for uint8) is used for eval too."""
+    spec = ctx.preprocess
+    if ctx.config.calib is not None:
+        ctx.calib = load_dataset(ctx.config.calib, spec, role="--calib")
+        spec = ctx.calib.preprocess
+    if ctx.config.eval is not None:
+        ctx.eval = load_dataset(ctx.config.eval, spec, role="--eval")
+        spec = ctx.eval.preprocess
+    ctx.preprocess = spec
+
+
+def convert(ctx: Context) -> None:
+    config = ctx.config
+    artifact = convert_model(ctx.model, config.recipe, ctx.calib, float_io=config.float_io,
+                             calib_samples=config.calib_samples, dynamic_batch=config.dynamic_batch)
+    ctx.artifacts[config.artifact_name] = artifact
+    ctx.info = inspect_model(artifact)
+    check_integer_only(ctx.info, config.recipe)
+    if config.recipe is Recipe.FLOAT32:
+        ctx.baseline_info = ctx.info
+    else:
+        baseline = convert_model(ctx.model, Recipe.FLOAT32, dynamic_batch=config.dynamic_batch)
+        ctx.artifacts["model_float32.tflite"] = baseline
+        ctx.baseline_info = inspect_model(baseline)
+    log.info("%s: %d bytes (float32 baseline %d bytes)", config.artifact_name, len(artifact),
+             len(ctx.artifacts["model_float32.tflite"]))
+
+
+def verify(ctx: Context) -> None:
+    """Float Keras vs float TFLite vs the artifact on the host target, on the eval data."""
+    options = ctx.config.run
+    host = get_target("host")
+    x = ctx.eval.x if ctx.eval is not None else None
+    y = ctx.eval.y if ctx.eval is not None else None
+    ctx.targets["host"] = host.run(ctx.artifact, x, y, options)
+    baseline = ctx.artifacts["model_float32.tflite"]
+    baseline_run = (ctx.targets["host"] if ctx.config.recipe is Recipe.FLOAT32
+                    else host.run(baseline, x, y, options))
+    ctx.baseline = {"host_latency_ms": baseline_run.latency_ms}
+    if ctx.eval is None:
+        log.info("no --eval data: accuracy and agreement are not measured")
+        return
+    ctx.float_outputs = ctx.model.predict(ctx.eval.x)
+    ctx.verification = compare(ctx.float_outputs, ctx.targets["host"].outputs, y)
+    # The float TFLite must reproduce Keras before any quantization error means anything.
+    ctx.baseline["tflite_accuracy"] = top1_accuracy(baseline_run.outputs, y)
+    ctx.baseline["tflite_vs_keras"] = output_error(ctx.float_outputs, baseline_run.outputs)
+
+
+def run_targets(ctx: Context) -> None:
+    for name in ctx.config.targets:
+        if name in ctx.targets:
+            continue
+        target = get_target(name)
+        problems = target.check(ctx.artifact)
+        if problems:
+            raise TargetError(f"target {name} cannot run this model: {'; '.join(problems)}.")
+        x = ctx.eval.x if ctx.eval is not None else None
+        y = ctx.eval.y if ctx.eval is not None else None
+        ctx.targets[name] = target.run(ctx.artifact, x, y, ctx.config.run)
+
+
+def emit(ctx: Context) -> None:
+    from .report import build_conversion_report, render_markdown
+
+    out = ctx.config.out
+    for name, blob in ctx.artifacts.items():
+        atomic_write_bytes(out / name, blob)
+    ctx.report = build_conversion_report(ctx)
+    atomic_write_json(out / "report.json", ctx.report)
+    atomic_write_bytes(out / "report.md", render_markdown(ctx.report).encode())
+    log.info("wrote %s", ", ".join(str(out / n) for n in ctx.config.output_names))
+
+
+Stage = tuple[str, Callable[[Context], None]]
+STAGES: tuple[Stage, ...] = (
+    ("load", load), ("data", data), ("convert", convert), ("verify", verify),
+    ("targets", run_targets), ("emit", emit),
+)
+
+
+def run_pipeline(ctx: Context, stages: tuple[Stage, ...] = STAGES) -> Context:
+    for number, (name, stage) in enumerate(stages, start=1):
+        started = time.perf_counter()
+        log.info("[%d/%d] %s", number, len(stages), name)
+        stage(ctx)
+        log.debug("%s took %.2fs", name, time.perf_counter() - started)
+    return ctx
+

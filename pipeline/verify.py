@@ -1,0 +1,35 @@
+"""Compare the float model with a converted artifact on the same evaluation data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from targets.graph import ModelInfo
+from targets.metrics import agreement, is_classifier, output_error, top1_accuracy
+
+from .errors import ConversionError
+from .vocab import Recipe
+
+
+def check_integer_only(info: ModelInfo, recipe: Recipe) -> None:
+    """Full-integer recipes promise no float compute besides QUANTIZE/DEQUANTIZE at the edges."""
+    if recipe is not Recipe.INT8:
+        return
+    floats = info.float_ops()
+    if floats:
+        raise ConversionError(
+            f"the int8 model still computes in float in: {', '.join(floats[:8])}; these layers have no "
+            "int8 kernel, so replace them or use --recipe dynamic."
+        )
+
+
+def compare(float_outputs: np.ndarray, quantized_outputs: np.ndarray, labels: np.ndarray | None) -> dict:
+    """Accuracy of both, top-1 agreement, and output error of the quantized vs the float model."""
+    classifier = is_classifier(float_outputs)
+    return {
+        "task": "classification" if classifier else "regression",
+        "float_accuracy": top1_accuracy(float_outputs, labels),
+        "quantized_accuracy": top1_accuracy(quantized_outputs, labels),
+        "agreement": agreement(float_outputs, quantized_outputs),
+        "output_error": output_error(float_outputs, quantized_outputs),
+    }

@@ -1,0 +1,52 @@
+"""The host target: this machine's CPU through LiteRT with the XNNPACK delegate."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from .base import RunOptions, Target, TargetResult
+from .graph import inspect_model
+from .litert_runner import evaluate, time_invocations
+from .metrics import top1_accuracy
+from .runtime import load_runtime
+
+log = logging.getLogger(__name__)
+
+
+class HostTarget(Target):
+    name = "host"
+    description = "this machine's CPU: LiteRT with the XNNPACK delegate"
+    capabilities = frozenset({"run", "latency", "accuracy", "xnnpack"})
+
+    def check(self, model: bytes) -> list[str]:
+        # LiteRT's builtin kernels cover every op the converter emits without select TF ops.
+        info = inspect_model(model)
+        return [f"op {op.name} needs TensorFlow (Flex) ops, which LiteRT alone does not run"
+                for op in info.ops if op.name.startswith("Flex") or op.name == "CUSTOM"]
+
+    def run(self, model: bytes, x: np.ndarray | None, y: np.ndarray | None,
+            options: RunOptions) -> TargetResult:
+        info = inspect_model(model)
+        threads = options.threads or os.cpu_count() or 1
+        runtime = load_runtime()
+        result = TargetResult(target=self.name, runtime=runtime.describe(), delegate=None, threads=threads)
+        if x is not None and len(x):
+            log.info("host: evaluating %d samples", len(x))
+            outputs, batch = evaluate(model, info, x, kernels="xnnpack", threads=threads,
+                                      batch_size=options.batch_size)
+            result.outputs, result.samples = outputs, len(x)
+            result.accuracy = top1_accuracy(outputs, y)
+            result.details["eval_batch"] = batch
+            sample = x[:1]
+        else:
+            sample = np.zeros((1, *info.inputs[0].shape[1:]), dtype=np.float32)
+        log.info("host: timing %d runs after %d warm-up", options.runs, options.warmup)
+        latency, delegated = time_invocations(model, info, sample, kernels="xnnpack", threads=threads,
+                                              warmup=options.warmup, runs=options.runs)
+        result.latency_ms = latency
+        result.delegate = "XNNPACK" if delegated["partitions"] else None
+        result.details["xnnpack"] = delegated
+        return result
