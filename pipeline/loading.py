@@ -156,8 +156,11 @@ def _load_keras(path: Path, suffix: str, unsafe: bool) -> LoadedModel:
         # Re-wrap with a fixed batch so the graph has static shapes (no SHAPE/PACK ops for
         # Flatten), which is what microcontrollers need and what XNNPACK delegates best.
         kit = keras_compat.legacy_keras() if keras_compat.is_legacy_model(model) else keras
-        inputs = kit.Input(shape[1:], batch_size=batch, dtype=model.inputs[0].dtype)
-        return tf.lite.TFLiteConverter.from_keras_model(kit.Model(inputs, model(inputs)))
+        # Fixed names: Keras numbers auto-named layers per process, which would leak into the
+        # flatbuffer and break "same inputs, same bytes".
+        inputs = kit.Input(shape[1:], batch_size=batch, dtype=model.inputs[0].dtype, name="input")
+        wrapped = kit.Model(inputs, model(inputs), name=f"{model.name}_batch{batch}")
+        return tf.lite.TFLiteConverter.from_keras_model(wrapped)
 
     return LoadedModel(
         path=path, sha256=sha256_path(path), format=fmt, input_shape=shape,

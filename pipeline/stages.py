@@ -104,7 +104,8 @@ def verify(ctx: Context) -> None:
         log.info("no --eval data: accuracy and agreement are not measured")
         return
     ctx.float_outputs = ctx.model.predict(ctx.eval.x)
-    ctx.verification = compare(ctx.float_outputs, ctx.targets["host"].outputs, y)
+    ctx.verification = compare(ctx.float_outputs, ctx.targets["host"].outputs, y,
+                               softmax_head=ctx.info.ends_in_softmax)
     # The float TFLite must reproduce Keras before any quantization error means anything.
     ctx.baseline["tflite_accuracy"] = top1_accuracy(baseline_run.outputs, y)
     ctx.baseline["tflite_vs_keras"] = output_error(ctx.float_outputs, baseline_run.outputs)

@@ -23,13 +23,18 @@ def check_integer_only(info: ModelInfo, recipe: Recipe) -> None:
         )
 
 
-def compare(float_outputs: np.ndarray, quantized_outputs: np.ndarray, labels: np.ndarray | None) -> dict:
-    """Accuracy of both, top-1 agreement, and output error of the quantized vs the float model."""
-    classifier = is_classifier(float_outputs)
+def compare(float_outputs: np.ndarray, quantized_outputs: np.ndarray, labels: np.ndarray | None,
+            *, softmax_head: bool = False) -> dict:
+    """Accuracy of both, top-1 agreement, and output error of the quantized vs the float model.
+
+    A model is treated as a classifier when it ends in a softmax, or when class labels come with
+    the data; otherwise accuracy and agreement are None and only the output error speaks.
+    """
+    classifier = is_classifier(float_outputs) and (softmax_head or labels is not None)
     return {
         "task": "classification" if classifier else "regression",
-        "float_accuracy": top1_accuracy(float_outputs, labels),
-        "quantized_accuracy": top1_accuracy(quantized_outputs, labels),
-        "agreement": agreement(float_outputs, quantized_outputs),
+        "float_accuracy": top1_accuracy(float_outputs, labels) if classifier else None,
+        "quantized_accuracy": top1_accuracy(quantized_outputs, labels) if classifier else None,
+        "agreement": agreement(float_outputs, quantized_outputs) if classifier else None,
         "output_error": output_error(float_outputs, quantized_outputs),
     }

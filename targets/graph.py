@@ -29,7 +29,7 @@ class TensorInfo:
         return self.scale != 0.0
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+        return {"name": self.name, "shape": list(self.shape), "dynamic_batch": self.dynamic_batch, "dtype": self.dtype,
                 "scale": self.scale, "zero_point": self.zero_point}
 
 
@@ -60,6 +60,15 @@ class ModelInfo:
         for op in self.ops:
             counts[op.name] = counts.get(op.name, 0) + 1
         return counts
+
+    @property
+    def ends_in_softmax(self) -> bool:
+        """Whether the first output is a softmax (looking through a trailing DEQUANTIZE)."""
+        producer = {t: op for op in self.ops for t in op.outputs}
+        op = producer.get(self.outputs[0].index)
+        while op is not None and op.name in EDGE_OPS:
+            op = producer.get(op.inputs[0])
+        return op is not None and op.name == "SOFTMAX"
 
     def float_ops(self) -> list[str]:
         """Ops computing in float, other than QUANTIZE/DEQUANTIZE at the model's edges."""

@@ -1,0 +1,62 @@
+"""The CLI as a user drives it: run, targets, help, JSON purity of stdout."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from pipeline.cli import main
+
+
+def test_targets_lists_host():
+    outcome = CliRunner().invoke(main, ["targets"])
+    assert outcome.exit_code == 0
+    assert outcome.stdout.startswith("host")
+    rows = json.loads(CliRunner().invoke(main, ["targets", "--json"]).stdout)
+    assert rows[0]["name"] == "host" and "xnnpack" in rows[0]["capabilities"]
+
+
+def test_help_on_every_command():
+    for command in ([], ["convert"], ["run"], ["targets"], ["demo"]):
+        outcome = CliRunner().invoke(main, [*command, "--help"])
+        assert outcome.exit_code == 0 and "Usage:" in outcome.stdout
+
+
+def test_run_reports_accuracy_equal_to_convert(demo_run):
+    result, report = demo_run
+    outcome = CliRunner().invoke(main, ["run", str(result.artifact), "--target", "host", "--eval",
+                                        report["data"]["eval"]["path"], "--runs", "5", "--json"])
+    assert outcome.exit_code == 0, outcome.stderr
+    run = json.loads(outcome.stdout)  # stdout is pure JSON, progress went to stderr
+    assert run["targets"]["host"]["accuracy"] == report["quantized"]["accuracy"]
+    assert run["artifact"]["sha256"] == report["artifact"]["sha256"]
+    assert "host: evaluating" in outcome.stderr
+
+
+def test_run_on_an_image_folder(demo_run, image_folder):
+    result, _ = demo_run
+    outcome = CliRunner().invoke(main, ["run", str(result.artifact), "--target", "host", "--eval",
+                                        str(image_folder), "--runs", "3", "--json"])
+    assert outcome.exit_code == 0, outcome.stderr
+    run = json.loads(outcome.stdout)
+    assert run["data"]["eval"]["samples"] == 60
+    # Digits resized 28->32->28 stay recognisable for the reference CNN.
+    assert run["targets"]["host"]["accuracy"] > 0.8
+
+
+def test_run_without_eval_still_times(demo_run):
+    result, _ = demo_run
+    outcome = CliRunner().invoke(main, ["run", str(result.artifact), "--target", "host", "--runs", "3"])
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "| host | litert" in outcome.stdout
+
+
+def test_convert_prints_markdown_summary(tiny_keras, small_npz, image_folder, tmp_path):
+    outcome = CliRunner().invoke(main, ["convert", str(tiny_keras), "--calib", str(image_folder), "--eval",
+                                        str(small_npz), "--out", str(tmp_path), "--runs", "3"])
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "# edgepipe report" in outcome.stdout
+    assert "[6/6] emit" in outcome.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_float32.tflite", "model_int8.tflite",
+                                                          "report.json", "report.md"]
