@@ -13,7 +13,7 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY targets ./targets
 COPY calibration_data ./calibration_data
-RUN pip install ".[micro,qat]" && edgepipe targets
+RUN pip install ".[qat]" && edgepipe targets
 
 WORKDIR /work
 ENTRYPOINT ["edgepipe"]

@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,micro,qat]'
+	$(BIN)/python -m pip install --quiet -e '.[test,qat]'
 	touch $(STAMP)
 
 demo: $(STAMP)

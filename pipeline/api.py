@@ -21,7 +21,7 @@ from .vocab import Preprocess, Recipe
 
 log = logging.getLogger("edgepipe")
 
-DEMO_TARGETS = ("host",)
+DEMO_TARGETS = ("host", "cortex-m4")
 
 
 @dataclass(frozen=True)

@@ -149,8 +149,12 @@ def list_targets(as_json):
         click.echo(json.dumps(rows, indent=2))
         return
     width = max(len(row["name"]) for row in rows)
+    click.echo(f"{'name':<{width}}  {'clock':>8}  {'SRAM':>9}  {'flash':>9}  description")
     for row in rows:
-        click.echo(f"{row['name']:<{width}}  {row['description']}")
+        clock = f"{row['clock_mhz']:g} MHz" if "clock_mhz" in row else "-"
+        sram = f"{row['sram_kib']:g} KiB" if "sram_kib" in row else "-"
+        flash = f"{row['flash_kib']:g} KiB" if "flash_kib" in row else "-"
+        click.echo(f"{row['name']:<{width}}  {clock:>8}  {sram:>9}  {flash:>9}  {row['description']}")
 
 
 @main.command()

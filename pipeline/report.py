@@ -112,23 +112,50 @@ def render_markdown(report: dict[str, Any]) -> str:
         if err:
             lines += [f"Output error vs float: RMSE {err['rmse']:.4g}, SNR {err['snr_db']} dB, "
                       f"cosine {err['cosine']:.4f}. Size ratio {q['size_ratio']:.3f}.", ""]
-    lines += ["| target | runtime | delegate | accuracy | p50 ms | p90 ms | runs |", "|---|---|---|---|---|---|---|"]
-    for name, result in report["targets"].items():
+    lines += _cpu_table(report["targets"]) + _mcu_table(report["targets"])
+    io = artifact["input"], artifact["output"]
+    lines += [f"Input {io[0]['dtype']} {io[0]['shape']} scale {io[0]['scale']:.6g} zero point {io[0]['zero_point']}; "
+              f"output {io[1]['dtype']} scale {io[1]['scale']:.6g} zero point {io[1]['zero_point']}.",
+              f"Artifact sha256 `{artifact['sha256']}`.", ""]
+    env = report["environment"]
+    lines.append(f"TensorFlow {env.get('tensorflow')}, LiteRT {env.get('litert')}, TFLM {env.get('tflite_micro')}, "
+                 f"Python {env.get('python')}, {env.get('platform')}.")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_table(targets: dict[str, Any]) -> list[str]:
+    rows = {name: r for name, r in targets.items() if "arena_bytes" not in r}
+    if not rows:
+        return []
+    lines = ["| target | runtime | delegate | accuracy | p50 ms | p90 ms | runs |", "|---|---|---|---|---|---|---|"]
+    for name, result in rows.items():
         latency = result.get("latency_ms")
         lines.append(
             f"| {name} | {result['runtime']} | {result['delegate'] or 'none'} | {_pct(result['accuracy'])} | "
             f"{_ms(latency, 'p50')} | {_ms(latency, 'p90')} | {latency['runs'] if latency else 'n/a'} |"
         )
-    for name, result in report["targets"].items():
+    lines.append("")
+    for name, result in rows.items():
         xnn = result.get("xnnpack")
         if xnn and not xnn["full_graph"]:
-            lines += ["", f"{name}: XNNPACK took {xnn['delegated_ops']} of {xnn['total_ops']} ops; "
-                          f"left on the CPU kernels: {', '.join(xnn['cpu_ops'])}."]
-    io = artifact["input"], artifact["output"]
-    lines += ["", f"Input {io[0]['dtype']} {io[0]['shape']} scale {io[0]['scale']:.6g} zero point {io[0]['zero_point']}; "
-                  f"output {io[1]['dtype']} scale {io[1]['scale']:.6g} zero point {io[1]['zero_point']}.",
-              f"Artifact sha256 `{artifact['sha256']}`.", ""]
-    env = report["environment"]
-    lines.append(f"TensorFlow {env.get('tensorflow')}, LiteRT {env.get('litert')}, Python {env.get('python')}, "
-                 f"{env.get('platform')}.")
-    return "\n".join(lines) + "\n"
+            lines += [f"{name}: XNNPACK took {xnn['delegated_ops']} of {xnn['total_ops']} ops; "
+                      f"left on the CPU kernels: {', '.join(xnn['cpu_ops'])}.", ""]
+    return lines
+
+
+def _mcu_table(targets: dict[str, Any]) -> list[str]:
+    rows = {name: r for name, r in targets.items() if "arena_bytes" in r}
+    if not rows:
+        return []
+    lines = ["| MCU target (TFLM) | accuracy | max diff vs reference | arena | RAM | flash | fits | est. latency ms | est. energy mJ |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        ref = r.get("reference") or {}
+        steps = "n/a" if not ref else f"{ref['max_diff_steps']:g} steps"
+        fits = "yes" if r["fits"] else "**no**"
+        lines.append(f"| {name} | {_pct(r['accuracy'])} | {steps} | {_kib(r['arena_bytes'])} | {_kib(r['ram_bytes'])} | "
+                     f"{_kib(r['flash_bytes'])} | {fits} | {r['estimated_latency_ms']:.2f} | {r['energy_mj']['value']:.4f} |")
+    lines += ["", "MCU latency and energy are estimates (cycle model calibrated on MLPerf Tiny; energy = estimated "
+                  "latency x board power). Arena is measured by TFLM's recording allocator; RAM adds the device margin "
+                  "and runtime; flash adds interpreter and kernel code estimates.", ""]
+    return lines

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .flatbuffer import read_ops
 from .runtime import make_interpreter
 
 EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}
@@ -87,30 +88,12 @@ def _tensor(detail: dict) -> TensorInfo:
     )
 
 
-def _macs(name: str, inputs: tuple[int, ...], outputs: tuple[int, ...], shapes: dict) -> int:
-    """Multiply-accumulates of one op at batch 1 (0 for ops without a weight product)."""
-    out = shapes.get(outputs[0]) if outputs else None
-    if out is None or len(inputs) < 2 or inputs[1] < 0:
-        return 0
-    out_elems = int(np.prod(out))
-    weights = shapes.get(inputs[1], ())
-    if name == "CONV_2D" and len(weights) == 4:
-        return out_elems * int(weights[1] * weights[2] * weights[3])
-    if name == "DEPTHWISE_CONV_2D" and len(weights) == 4:
-        return out_elems * int(weights[1] * weights[2])
-    if name == "FULLY_CONNECTED" and len(weights) == 2:
-        return out_elems * int(weights[1])
-    if name in ("BATCH_MATMUL",) and len(weights) >= 2:
-        return out_elems * int(weights[-2])
-    return 0
-
-
 def inspect_model(model: bytes) -> ModelInfo:
     """Describe ``model``: I/O tensors with scale and zero point, ops with float use and MACs."""
     interpreter = make_interpreter(model, kernels="builtin")
     interpreter.allocate_tensors()
+    work = [use.macs for use in read_ops(model) if use.subgraph == 0]
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    shapes = {i: tuple(int(s) for s in d["shape"]) for i, d in details.items()}
     float_types = {np.dtype(np.float32), np.dtype(np.float16)}
     ops = []
     for op in interpreter._get_ops_details():
@@ -120,7 +103,7 @@ def inspect_model(model: bytes) -> ModelInfo:
         ops.append(OpInfo(
             index=int(op["index"]), name=op["op_name"], inputs=inputs, outputs=outputs,
             float_io=any(np.dtype(t) in float_types for t in used),
-            macs=_macs(op["op_name"], inputs, outputs, shapes),
+            macs=work[int(op["index"])] if int(op["index"]) < len(work) else 0,
         ))
     return ModelInfo(
         inputs=tuple(_tensor(d) for d in interpreter.get_input_details()),

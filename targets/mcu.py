@@ -1,0 +1,128 @@
+"""Emulated microcontroller targets: the model runs in TensorFlow Lite Micro here, and a board
+profile turns its measured memory and per-op work into fit verdicts, latency and energy."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from .base import RunOptions, Target, TargetResult
+from .cost_model import estimate_cycles, model_work, op_energy_mj
+from .flatbuffer import read_ops
+from .graph import inspect_model
+from .litert_runner import evaluate as litert_evaluate
+from .mcu_profiles import BoardProfile, load_profiles, shared
+from .metrics import top1_accuracy
+from . import tflm
+
+log = logging.getLogger(__name__)
+
+
+class McuTarget(Target):
+    capabilities = frozenset({"run", "accuracy", "arena", "fit", "estimated-latency", "energy", "deploy"})
+
+    def __init__(self, profile: BoardProfile) -> None:
+        self.profile = profile
+        self.name = profile.name
+        self.description = f"{profile.core}, {profile.title}: TFLM here, board-model estimates"
+
+    def summary(self) -> dict:
+        return {**super().summary(), **self.profile.summary()}
+
+    def check(self, model: bytes) -> list[str]:
+        problems = tflm.unsupported_ops(model)
+        if not problems:
+            return []
+        return [f"TensorFlow Lite Micro has no kernel for {tflm.describe_unsupported(problems)}; "
+                "replace those layers or pick a target that runs them"]
+
+    def run(self, model: bytes, x: np.ndarray | None, y: np.ndarray | None, options: RunOptions) -> TargetResult:
+        info = inspect_model(model)
+        ops = read_ops(model)
+        result = TargetResult(target=self.name, runtime=f"tflite-micro {tflm.tflm_version()}", delegate=None,
+                              threads=1)
+        result.details["unsupported_ops"] = [p["op"] for p in tflm.unsupported_ops(model)]
+        if x is not None and len(x):
+            log.info("%s: running %d samples in TensorFlow Lite Micro", self.name, len(x))
+        arena, evaluated = tflm.run_isolated(model, info, x)
+        result.details.update(self.memory(model, ops, arena.total))
+        if evaluated is not None:
+            raw, outputs = evaluated
+            result.outputs, result.samples = outputs, len(x)
+            result.accuracy = top1_accuracy(outputs, y)
+            result.details["reference"] = self.compare_with_reference(model, info, x, raw, y)
+        result.details.update(self.estimates(model, ops, info))
+        result.energy_mj = result.details.pop("energy_mj")
+        return result
+
+    def memory(self, model: bytes, ops, arena_bytes: int) -> dict:
+        """Arena (measured) with the device margin, RAM and flash, and the fit verdict."""
+        runtime = shared("tflm_runtime")
+        margin = math.ceil(tflm.cmsis_scratch_bytes(ops) + runtime["arena_margin"]["fraction"] * arena_bytes)
+        arena_device = 16 * math.ceil((arena_bytes + margin) / 16)
+        ram = arena_device + runtime["runtime_ram_bytes"]["value"]
+        kernels = runtime["kernel_flash_bytes"]
+        op_names = sorted({op.name for op in ops})
+        code = runtime["interpreter_flash_bytes"]["value"] + sum(kernels.get(n, kernels["default"]) for n in op_names)
+        flash = len(model) + code
+        profile = self.profile
+        return {
+            "arena_bytes": arena_bytes,
+            "arena_margin_bytes": arena_device - arena_bytes,
+            "arena_device_bytes": arena_device,
+            "ram_bytes": ram,
+            "flash_bytes": flash,
+            "code_bytes_estimate": code,
+            "sram_bytes": profile.sram_bytes,
+            "board_flash_bytes": profile.flash_bytes,
+            "ram_headroom_bytes": profile.sram_bytes - ram,
+            "flash_headroom_bytes": profile.flash_bytes - flash,
+            "fits": ram <= profile.sram_bytes and flash <= profile.flash_bytes,
+        }
+
+    def estimates(self, model: bytes, ops, info) -> dict:
+        work = model_work(ops)
+        table, method = self.profile.cycle_model()
+        cycles = estimate_cycles(work, table)
+        latency_ms = cycles / self.profile.clock_hz * 1e3
+        int8 = info.inputs[0].dtype in ("int8", "int16") or work.float_macs == 0
+        board_mj = latency_ms * self.profile.active_power_mw * 1e-3
+        return {
+            "estimated_cycles": round(cycles),
+            "estimated_latency_ms": round(latency_ms, 3),
+            "latency_method": f"cycle model per op class, {method}",
+            "energy_mj": {
+                "value": round(board_mj, 5),
+                "method": "estimated-latency x board-power",
+                "board_power_mw": self.profile.active_power_mw,
+                "op_energy_model_mj": round(op_energy_mj(work, shared("energy"), int8=int8), 6),
+                "op_energy_method": "op-energy-model (Horowitz 45 nm: MACs x (mult+add) + bytes moved x SRAM access)",
+            },
+            "work": work.to_dict(),
+        }
+
+    @staticmethod
+    def compare_with_reference(model: bytes, info, x: np.ndarray, raw: np.ndarray, y) -> dict:
+        """TFLM vs LiteRT's reference kernels on the same quantized inputs, in quantization steps."""
+        reference, _ = litert_evaluate(model, info, x, kernels="reference", threads=1, batch_size=64)
+        target = info.outputs[0]
+        ours = raw.astype(np.float64)
+        if target.quantized and np.dtype(target.dtype).kind != "f":
+            steps = np.abs(ours - (reference / target.scale + target.zero_point).round())
+        else:
+            steps = np.abs(ours - reference) / max(float(np.max(np.abs(reference))), 1e-12)
+        agree = np.argmax(raw.reshape(len(raw), -1), axis=1) == np.argmax(reference.reshape(len(reference), -1), axis=1)
+        return {
+            "runtime": "litert reference kernels",
+            "max_diff_steps": float(steps.max()),
+            "identical_outputs": float(np.mean(steps.reshape(len(steps), -1).max(axis=1) == 0)),
+            "top1_agreement": float(np.mean(agree)),
+            "accuracy": top1_accuracy(reference, y),
+        }
+
+
+def mcu_targets() -> list[McuTarget]:
+    """One target per board profile; registered under the ``edgepipe.targets`` entry point group."""
+    return [McuTarget(profile) for profile in load_profiles().values()]
