@@ -62,6 +62,42 @@ def run_on_target(model_path: str | Path, target: str, eval_path: str | Path | N
     return build_run_report(path, blob, info, data, data.preprocess if data else spec, target, result)
 
 
+def deploy(model_path: str | Path, target: str, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """Write the C++ deploy bundle for ``target`` (an MCU target) to ``out``; return its manifest."""
+    from targets.deploy import build_bundle
+    from targets.tflm import run_isolated
+
+    from . import __version__
+    from .artifacts import atomic_write_bytes
+
+    chosen = get_target(target)
+    if "deploy" not in chosen.capabilities:
+        deployable = [name for name, t in available_targets().items() if "deploy" in t.capabilities]
+        raise UsageError(f"target {target} has no deploy bundle; choose a microcontroller target: {', '.join(deployable)}.")
+    path = Path(model_path)
+    if not path.is_file():
+        raise UsageError(f"model {path} does not exist; give the .tflite file written by `edgepipe convert`.")
+    blob = path.read_bytes()
+    problems = chosen.check(blob)
+    if problems:
+        raise TargetError(f"target {target} cannot run {path.name}: {'; '.join(problems)}.")
+    out = Path(out)
+    names = ["model_data.h", "model_data.cc", "model_ops.h", "deploy.json"]
+    check_writable(out, names, overwrite)
+    info = inspect_model(blob)
+    arena, _ = run_isolated(blob, info, None)
+    from targets.flatbuffer import read_ops
+
+    memory = chosen.memory(blob, read_ops(blob), arena.total)
+    bundle = build_bundle(blob, info, target=target, arena_bytes=memory["arena_device_bytes"],
+                          arena_measured=arena.total, tool_version=__version__)
+    bundle.manifest.update({"fits": memory["fits"], "ram_bytes": memory["ram_bytes"], "flash_bytes": memory["flash_bytes"]})
+    for name, data in bundle.files.items():
+        atomic_write_bytes(out / name, data)
+    log.info("wrote %s", ", ".join(str(out / n) for n in names))
+    return bundle.manifest
+
+
 def list_targets() -> list[dict[str, Any]]:
     """One summary row per registered target."""
     return [target.summary() for target in available_targets().values()]

@@ -158,6 +158,26 @@ def list_targets(as_json):
 
 
 @main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", required=True, type=click.Choice(TARGET_NAMES), help="Microcontroller target (see `edgepipe targets`).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("deploy"), show_default=True,
+              help="Folder for model_data.h/.cc, model_ops.h and deploy.json.")
+@click.option("--overwrite", is_flag=True, help="Replace existing files in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the bundle manifest as JSON.")
+@_handle_errors
+def deploy(model, target, out, overwrite, as_json):
+    """Write a C++ bundle for a TFLM firmware: model array, arena size, op resolver, I/O scales."""
+    manifest = api.deploy(model, target, out, overwrite=overwrite)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+        return
+    click.echo(f"{out}/: model_data.h, model_data.cc, model_ops.h, deploy.json")
+    click.echo(f"model {manifest['model_bytes']} bytes, tensor arena {manifest['tensor_arena_bytes']} bytes "
+               f"(measured {manifest['arena_measured_bytes']}), ops: {', '.join(manifest['ops'])}; "
+               f"fits {target}: {'yes' if manifest['fits'] else 'no'}")
+
+
+@main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo-out"), show_default=True,
               help="Folder for the artifacts and report.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier demo's files in --out.")

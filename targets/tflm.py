@@ -189,10 +189,16 @@ def _measure_and_evaluate(model: bytes, info: ModelInfo, x: np.ndarray | None):
 
 
 def run_isolated(model: bytes, info: ModelInfo, x: np.ndarray | None):
-    """Measure the arena and evaluate in a separate process.
+    """Measure the arena and evaluate, in a separate process (see :func:`in_worker`)."""
+    return in_worker(_measure_and_evaluate, model, info, x)
+
+
+def in_worker(function, *args):
+    """Call ``function(*args)`` in a fresh spawned process and return its result.
 
     TFLM is C++ that aborts the whole process on some graphs (seen with a MobileNetV1-0.25
-    visual-wake-words model in tflite-micro 0.dev20261023), so it never runs inside ours.
+    visual-wake-words model in tflite-micro 0.dev20261023), so it never runs inside ours: a dead
+    worker becomes a TargetError instead of killing edgepipe.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -200,7 +206,7 @@ def run_isolated(model: bytes, info: ModelInfo, x: np.ndarray | None):
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
-            return pool.submit(_measure_and_evaluate, model, info, x).result()
+            return pool.submit(function, *args).result()
         except BrokenProcessPool as exc:
             raise TargetError(
                 f"TensorFlow Lite Micro {tflm_version()} crashed while loading or running this model "

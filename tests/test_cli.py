@@ -12,7 +12,10 @@ from pipeline.cli import main
 def test_targets_lists_host():
     outcome = CliRunner().invoke(main, ["targets"])
     assert outcome.exit_code == 0
-    assert outcome.stdout.startswith("host")
+    lines = outcome.stdout.splitlines()
+    assert lines[0].split()[:4] == ["name", "clock", "SRAM", "flash"]
+    assert lines[1].startswith("host")
+    assert any(line.startswith("cortex-m4") and "120 MHz" in line and "640 KiB" in line for line in lines)
     rows = json.loads(CliRunner().invoke(main, ["targets", "--json"]).stdout)
     assert rows[0]["name"] == "host" and "xnnpack" in rows[0]["capabilities"]
 
