@@ -49,8 +49,9 @@ def main() -> None:
         matrix = np.array([[coef_a[r["model"]], coef_b[r["model"]]] for r in rows])
         target = np.array([r["latency_ms"] * 1e-3 * clocks[board] - fixed[r["model"]] for r in rows])
         a, b = np.linalg.solve(matrix, target)
+        figures = ", ".join(f"{r['model']} {r['latency_ms']} ms" for r in rows)
         lines += [f"[{board}]", f"conv_cycles_per_mac = {a:.4f}", f"pointwise_cycles_per_mac = {b:.4f}",
-                  "source = \"fitted to " + "; ".join(f"{r['model']} {r['latency_ms']} ms ({r['system']})" for r in rows) + "\"", ""]
+                  f'source = "MLPerf Tiny {figures}, {rows[0]["system"]}"', ""]
         print(f"{board}: conv {a:.3f} cycles/MAC, pointwise {b:.3f} cycles/MAC")
         for r in rows:
             estimate = _cycles(works[r["model"]], priors, a, b) / clocks[board] * 1e3
