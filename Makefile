@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgepipe-installed
 
-.PHONY: demo test venv sample reference clean
+.PHONY: demo test venv sample reference calibrate clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ sample: $(STAMP)
 
 reference: $(STAMP)
 	$(BIN)/python calibration_data/train_reference.py
+
+# Maintainers only: refit the MCU cycle model to the published MLPerf Tiny figures.
+calibrate: $(STAMP)
+	$(BIN)/python calibration_data/calibrate_mcu.py
 
 clean:
 	rm -rf $(VENV) demo-out edgepipe-out .pytest_cache

@@ -16,7 +16,7 @@ from .config import ConvertConfig, PreprocessOverrides
 from .data import load_dataset
 from .errors import TargetError, UsageError
 from .report import build_run_report
-from .stages import Context, run_pipeline
+from .stages import QAT_STAGES, STAGES, Context, run_pipeline
 from .vocab import Preprocess, Recipe
 
 log = logging.getLogger("edgepipe")
@@ -38,7 +38,9 @@ def convert(config: ConvertConfig) -> ConversionResult:
     for name in config.targets:
         get_target(name)  # unknown targets fail before any work is done
     check_writable(config.out, config.output_names, config.overwrite)
-    ctx = run_pipeline(Context(config=config))
+    if config.qat is not None and config.recipe is not Recipe.INT8:
+        raise UsageError("quantization-aware training produces int8 models; use the int8 recipe.")
+    ctx = run_pipeline(Context(config=config), QAT_STAGES if config.qat else STAGES)
     return ConversionResult(out=config.out, artifact=config.out / config.artifact_name, report=ctx.report)
 
 

@@ -13,7 +13,7 @@ import click
 from targets import RunOptions, available_targets
 
 from . import __version__, api
-from .config import ConvertConfig, PreprocessOverrides
+from .config import ConvertConfig, PreprocessOverrides, QatOptions
 from .errors import EdgepipeError
 from .report import render_markdown
 from .vocab import ColorMode, Recipe
@@ -118,6 +118,54 @@ def convert(model, calib, eval_, recipe, out, targets, float_io, dynamic_batch, 
         overwrite=overwrite, calib_samples=calib_samples,
         preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode),
         run=RunOptions(threads=threads, warmup=warmup, runs=runs, batch_size=batch_size),
+    )
+    _emit(api.convert(config).report, as_json)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--train", required=True, type=click.Path(path_type=Path), help="Labelled training data: image folder or .npz with x and y.")
+@click.option("--eval", "eval_", required=True, type=click.Path(path_type=Path),
+              help="Labelled eval data: early stopping, and the PTQ/QAT comparison.")
+@click.option("--calib", type=click.Path(path_type=Path), help="Representative data for the PTQ baseline [default: --train].")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Fine-tuning epochs (at most).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Training batch size.")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Adam learning rate for fine-tuning.")
+@click.option("--patience", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Early stopping: epochs without a better eval loss.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for deterministic training.")
+@click.option("--strategy", type=click.Choice(["default", "mirrored"]), default="default", show_default=True,
+              help="tf.distribute strategy: 'mirrored' trains on all local GPUs.")
+@click.option("--parity-tolerance", type=click.FloatRange(min=0), default=0.01, show_default=True,
+              help="Largest accepted accuracy gap between the QAT Keras model and its .tflite.")
+@click.option("--fresh", is_flag=True, help="Ignore a checkpoint left in --out by an interrupted run.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("edgepipe-out"), show_default=True,
+              help="Folder for the .tflite files, report.json/report.md and the training checkpoint.")
+@click.option("--target", "targets", multiple=True, type=click.Choice(TARGET_NAMES),
+              help="Also run the QAT model on these targets (repeatable) [default: host].")
+@click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code).")
+@click.option("--overwrite", is_flag=True, help="Replace existing files in --out.")
+@_preprocess_options
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the interpreter [default: all cores].")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed inferences for latency.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
+@_handle_errors
+def qat(model, train, eval_, calib, epochs, batch_size, learning_rate, patience, seed, strategy, parity_tolerance,
+        fresh, out, targets, unsafe, overwrite, scale, offset, color_mode, threads, runs, as_json):
+    """Quantization-aware training with tfmot, reported side by side with PTQ.
+
+    Fine-tunes MODEL (.keras or .h5) with tfmot's default 8-bit scheme and emits a full-int8
+    .tflite; the report compares float, PTQ int8 and QAT int8 on the same eval data. Progress goes
+    to stderr; a checkpoint after every epoch in --out lets an interrupted run resume.
+    """
+    options = QatOptions(train=train, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                         patience=patience, strategy=strategy, parity_tolerance=parity_tolerance, resume=not fresh)
+    config = ConvertConfig(
+        model=model, calib=calib, eval=eval_, recipe=Recipe.INT8, out=out,
+        targets=tuple(dict.fromkeys(("host", *targets))), unsafe=unsafe, overwrite=overwrite,
+        preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode),
+        run=RunOptions(threads=threads, runs=runs), qat=options,
     )
     _emit(api.convert(config).report, as_json)
 

@@ -22,6 +22,24 @@ class PreprocessOverrides:
 
 
 @dataclass(frozen=True)
+class QatOptions:
+    train: Path
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    seed: int = 0
+    patience: int = 2
+    strategy: str = "default"  # or "mirrored": tf.distribute.MirroredStrategy over local GPUs
+    parity_tolerance: float = 0.01
+    resume: bool = True
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["train"] = str(self.train)
+        return out
+
+
+@dataclass(frozen=True)
 class ConvertConfig:
     model: Path
     calib: Path | None
@@ -36,14 +54,21 @@ class ConvertConfig:
     calib_samples: int | None = DEFAULT_CALIB_SAMPLES
     preprocess: PreprocessOverrides = field(default_factory=PreprocessOverrides)
     run: RunOptions = field(default_factory=RunOptions)
+    qat: QatOptions | None = None
 
     @property
     def artifact_name(self) -> str:
-        return f"model_{self.recipe.value}.tflite"
+        return "model_int8_qat.tflite" if self.qat else f"model_{self.recipe.value}.tflite"
+
+    @property
+    def ptq_name(self) -> str:
+        return "model_int8_ptq.tflite"
 
     @property
     def output_names(self) -> list[str]:
         names = [self.artifact_name, "report.json", "report.md"]
+        if self.qat:
+            names.insert(0, self.ptq_name)
         return names if self.recipe is Recipe.FLOAT32 else ["model_float32.tflite", *names]
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,4 +77,5 @@ class ConvertConfig:
             out[key] = None if out[key] is None else str(out[key])
         out["recipe"] = self.recipe.value
         out["targets"] = list(self.targets)
+        out["qat"] = self.qat.to_dict() if self.qat else None
         return out

@@ -29,6 +29,8 @@ def convert_model(model: LoadedModel, recipe: Recipe, calib: Dataset | None = No
     """The ``.tflite`` bytes for ``model`` under ``recipe`` (deterministic for the same inputs).
 
     The batch dimension is fixed to 1 unless ``dynamic_batch``: static shapes are what devices run.
+    For a QAT model the fake-quant ranges learnt in training are kept; the converter still needs
+    representative data for the int8 input and output and for layers QAT left unannotated.
     """
     tf = keras_compat.tensorflow()
     if recipe.needs_calibration and calib is None:

@@ -43,3 +43,96 @@ def legacy_keras():
 def is_legacy_model(model) -> bool:
     """True when ``model`` is a tf_keras (Keras 2) model rather than a Keras 3 one."""
     return type(model).__module__.startswith("tf_keras")
+
+
+def tfmot():
+    """Import tensorflow-model-optimization without letting it flip the process to Keras 2.
+
+    tfmot 0.8 sets ``TF_USE_LEGACY_KERAS=1`` when imported (and then uses ``tf_keras`` itself);
+    restoring the variable keeps ``tf.keras`` and the converter on Keras 3 for the PTQ path.
+    """
+    tf = tensorflow()
+    _ = tf.keras.layers  # resolve tf.keras under the current setting before tfmot changes it
+    previous = os.environ.get("TF_USE_LEGACY_KERAS")
+    try:
+        import tensorflow_model_optimization as module
+    except ImportError as exc:
+        from .errors import UsageError
+
+        raise UsageError(
+            f"quantization-aware training needs tensorflow-model-optimization ({exc}); "
+            "run `pip install tensorflow-model-optimization==0.8.1` (or `pip install edgepipe[qat]`)."
+        ) from exc
+    finally:
+        if previous is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = previous
+    return module
+
+
+# Config keys whose Keras 3 serialisation tf_keras cannot read; the weights are copied afterwards,
+# so initializers do not matter, and regularizers and constraints are carried over when possible.
+_DROPPED_KEYS = {"kernel_initializer", "bias_initializer", "depthwise_initializer", "pointwise_initializer",
+                 "beta_initializer", "gamma_initializer", "moving_mean_initializer",
+                 "moving_variance_initializer", "embeddings_initializer", "recurrent_initializer"}
+_BASE_LAYER_KEYS = {"name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size"}
+
+
+def _legacy_object(value):
+    """A Keras 3 serialised object (``{"module", "class_name", "config"}``) in tf_keras' form."""
+    if isinstance(value, dict) and "class_name" in value:
+        if value.get("class_name") == "DTypePolicy":
+            return value["config"]["name"]
+        return {"class_name": value["class_name"], "config": value.get("config", {})}
+    return value
+
+
+def _legacy_layer(layer, kit):
+    """A tf_keras layer with the same class and configuration as a Keras 3 ``layer``."""
+    import inspect
+
+    name = type(layer).__name__
+    legacy_class = getattr(kit.layers, name, None)
+    if legacy_class is None or type(layer).__module__.split(".")[0] != "keras":
+        from .errors import ModelLoadError
+
+        raise ModelLoadError(
+            f"layer {layer.name!r} ({name}) has no tf_keras equivalent, so the Keras 3 model cannot be "
+            "rebuilt for tfmot; replace the layer or save the model with tf_keras."
+        )
+    accepted = set(inspect.signature(legacy_class.__init__).parameters) | _BASE_LAYER_KEYS
+    config = {key: _legacy_object(value) for key, value in layer.get_config().items()
+              if key in accepted and key not in _DROPPED_KEYS}
+    return legacy_class.from_config(config)
+
+
+def to_legacy(model):
+    """Rebuild a Keras 3 Sequential or Functional model as an equivalent tf_keras model.
+
+    Architecture from each layer's config, graph by replaying the Keras 3 graph with the new
+    layers, then the weights copied layer by layer. Callers check the outputs match.
+    """
+    if is_legacy_model(model):
+        return model
+    kit = legacy_keras()
+    graph = getattr(model, "_functional", None) or model
+    if not hasattr(graph, "_run_through_graph"):
+        from .errors import ModelLoadError
+
+        raise ModelLoadError(
+            f"{type(model).__name__} is a subclassed model; tfmot can only quantize Sequential or Functional "
+            "models, so rebuild it with the Functional API."
+        )
+    new_layers = {}
+    for layer in graph.layers:
+        if type(layer).__name__ != "InputLayer":
+            new_layers[id(layer)] = _legacy_layer(layer, kit)
+    inputs = [kit.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name.split(":")[0]) for t in graph.inputs]
+    outputs = graph._run_through_graph(inputs if len(inputs) > 1 else inputs[0],
+                                       operation_fn=lambda op: new_layers[id(op)])
+    legacy = kit.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=model.name)
+    for layer in graph.layers:
+        if id(layer) in new_layers:
+            new_layers[id(layer)].set_weights(layer.get_weights())
+    return legacy

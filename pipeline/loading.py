@@ -138,6 +138,12 @@ def _load_keras(path: Path, suffix: str, unsafe: bool) -> LoadedModel:
             f"cannot load {path} ({'; '.join(errors)}); if the model has custom layers, "
             "save it without them or as a SavedModel folder."
         )
+    return wrap_keras(model, path, fmt)
+
+
+def wrap_keras(model, path: Path, fmt: str, sha256: str | None = None) -> LoadedModel:
+    """A :class:`LoadedModel` around an in-memory Keras 3 or tf_keras model."""
+    keras = keras_compat.keras3()
     if not getattr(model, "inputs", None) or len(model.inputs) != 1:
         raise ModelLoadError(
             f"{path} must have exactly one input (it has {len(getattr(model, 'inputs', None) or [])}); "
@@ -163,7 +169,7 @@ def _load_keras(path: Path, suffix: str, unsafe: bool) -> LoadedModel:
         return tf.lite.TFLiteConverter.from_keras_model(wrapped)
 
     return LoadedModel(
-        path=path, sha256=sha256_path(path), format=fmt, input_shape=shape,
+        path=path, sha256=sha256 or sha256_path(path), format=fmt, input_shape=shape,
         params=int(model.count_params()), predict_batch=predict_batch,
         make_converter=make_converter, keras_model=model,
     )

@@ -57,6 +57,7 @@ def build_conversion_report(ctx: "Context") -> dict[str, Any]:
         },
         "targets": {name: result.to_dict() for name, result in ctx.targets.items()},
         "environment": environment(),
+        **({"ptq": ctx.ptq, "qat": ctx.qat} if config.qat else {}),
     }
 
 
@@ -108,6 +109,21 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{_kib(artifact['bytes'])} | {_ms(report['targets'].get('host', {}).get('latency_ms'), 'p50')} |",
             "",
         ]
+        if "ptq" in report:
+            ptq, qat = report["ptq"], report["qat"]
+            lines[-2:-1] = [
+                f"| int8 PTQ `{ptq['path']}` | {_pct(ptq['accuracy'])} | {_pct(ptq['agreement'])} | "
+                f"{_kib(ptq['bytes'])} | {_ms(ptq['host_latency_ms'], 'p50')} |",
+                lines[-2].replace(f"| {report['recipe']} `", "| int8 QAT `"),
+            ]
+            parity = qat.get("parity")
+            if parity:
+                verdict = "within" if parity["ok"] else "**outside**"
+                lines += [f"QAT parity: Keras QAT model {_pct(parity['keras_accuracy'])}, its .tflite "
+                          f"{_pct(parity['tflite_accuracy'])} ({verdict} {100 * parity['tolerance']:.1f} points). "
+                          f"{qat['epochs_run']} epochs" + (", stopped early" if qat["stopped_early"] else "")
+                          + (f", resumed after epoch {qat['resumed_from_epoch']}" if qat["resumed_from_epoch"] else "")
+                          + ".", ""]
         err = q.get("output_error") or {}
         if err:
             lines += [f"Output error vs float: RMSE {err['rmse']:.4g}, SNR {err['snr_db']} dB, "
