@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from targets import RunOptions, available_targets
+from targets.base import SshOptions
 
 from . import __version__, api
 from .config import ConvertConfig, PreprocessOverrides, QatOptions
@@ -46,6 +47,8 @@ def _run_options(func):
                      help="Untimed inferences before timing."),
         click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
                      help="Samples per invoke when evaluating a model with a dynamic batch."),
+        click.option("--emulate", is_flag=True,
+                     help="ARM targets: run the aarch64 LiteRT under QEMU here (after `make arm-emulator`)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -110,14 +113,14 @@ def main(quiet: bool, verbose: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 @_handle_errors
 def convert(model, calib, eval_, recipe, out, targets, float_io, dynamic_batch, calib_samples, unsafe, overwrite,
-            scale, offset, color_mode, threads, runs, warmup, batch_size, as_json):
+            scale, offset, color_mode, threads, runs, warmup, batch_size, emulate, as_json):
     """Quantize MODEL (.keras, .h5 or SavedModel folder) and verify it against the float model."""
     config = ConvertConfig(
         model=model, calib=calib, eval=eval_, recipe=Recipe(recipe), out=out,
         targets=tuple(dict.fromkeys(("host", *targets))), float_io=float_io, dynamic_batch=dynamic_batch, unsafe=unsafe,
         overwrite=overwrite, calib_samples=calib_samples,
         preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode),
-        run=RunOptions(threads=threads, warmup=warmup, runs=runs, batch_size=batch_size),
+        run=RunOptions(threads=threads, warmup=warmup, runs=runs, batch_size=batch_size, emulate=emulate),
     )
     _emit(api.convert(config).report, as_json)
 
@@ -176,12 +179,25 @@ def qat(model, train, eval_, calib, epochs, batch_size, learning_rate, patience,
 @click.option("--eval", "eval_", type=click.Path(path_type=Path), help="Evaluation data: image folder or .npz with x (and y).")
 @_preprocess_options
 @_run_options
+@click.option("--host", "ssh_host", metavar="USER@HOST", help="ARM targets: run on this device over SSH.")
+@click.option("--port", type=click.IntRange(1, 65535), help="SSH port of --host [default: 22].")
+@click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="SSH private key for --host.")
+@click.option("--known-hosts", type=click.Path(exists=True, dir_okay=False),
+              help="known_hosts file to check the device's host key against [default: ssh's own].")
+@click.option("--remote-python", default="python3", show_default=True,
+              help="Python on the device that has numpy and a LiteRT interpreter.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON to stdout.")
 @_handle_errors
-def run(model, target, eval_, scale, offset, color_mode, threads, runs, warmup, batch_size, as_json):
+def run(model, target, eval_, scale, offset, color_mode, threads, runs, warmup, batch_size, emulate, ssh_host, port,
+        identity, known_hosts, remote_python, as_json):
     """Run a .tflite MODEL on a target: accuracy over --eval, latency, and what the runtime did."""
+    if emulate and ssh_host:
+        raise click.UsageError("choose either --emulate or --host, not both.")
+    remote = SshOptions(host=ssh_host, port=port, identity=identity, known_hosts=known_hosts,
+                        python=remote_python) if ssh_host else None
     report = api.run_on_target(
-        model, target, eval_, options=RunOptions(threads=threads, warmup=warmup, runs=runs, batch_size=batch_size),
+        model, target, eval_, options=RunOptions(threads=threads, warmup=warmup, runs=runs, batch_size=batch_size,
+                                                 emulate=emulate, ssh=remote),
         preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode),
     )
     _emit(report, as_json)

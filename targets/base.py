@@ -10,13 +10,28 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class SshOptions:
+    """Where a device target runs over SSH: ``host`` is ``[USER@]HOST``."""
+
+    host: str
+    port: int | None = None
+    identity: str | None = None
+    known_hosts: str | None = None
+    python: str = "python3"
+    timeout: int = 15
+
+
+@dataclass(frozen=True)
 class RunOptions:
-    """How to run: threads (None = the target's default), warm-up and timed runs, eval batch."""
+    """How to run: threads (None = the target's default), warm-up and timed runs, eval batch,
+    and for ARM targets whether to emulate here or which device to reach over SSH."""
 
     threads: int | None = None
     warmup: int = 5
     runs: int = 50
     batch_size: int = 64
+    emulate: bool = False
+    ssh: SshOptions | None = None
 
 
 @dataclass

@@ -1,63 +1,40 @@
-"""The LiteRT evaluation and timing loops, shared by every target that runs LiteRT.
+"""The LiteRT evaluation and timing loops for in-process targets.
 
-Kept tight on purpose: inputs are quantized once for the whole set, each batch is one
-``set_tensor`` / ``invoke`` / ``get_tensor``, and nothing else happens per inference.
+The loops themselves are :mod:`targets.device_runner`'s (shared with devices and the emulator);
+this module quantizes inputs once with the model's own scale and zero point and dequantizes the
+outputs.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-
 import numpy as np
 
+from . import device_runner
 from .graph import ModelInfo, dequantize, quantize
 from .metrics import latency_summary
 from .runtime import delegation, make_interpreter
 
-log = logging.getLogger(__name__)
-
 
 def evaluate(model: bytes, info: ModelInfo, x: np.ndarray, *, kernels: str, threads: int | None,
              batch_size: int) -> tuple[np.ndarray, int]:
-    """Outputs (dequantized float32, first output) for every row of ``x``, and the batch used.
+    """Dequantized first outputs for every row of ``x``, and the batch used (``batch_size``
+    samples per invoke when the batch dimension is dynamic, else 1)."""
+    raw, batch = evaluate_raw(model, info, quantize(x, info.inputs[0]), kernels=kernels, threads=threads,
+                              batch_size=batch_size)
+    return dequantize(raw, info.outputs[0]), batch
 
-    Models with a dynamic batch dimension run ``batch_size`` samples per invoke; the last batch is
-    padded so the interpreter is resized once. Others run one sample at a time.
-    """
-    source, target = info.inputs[0], info.outputs[0]
-    batch = max(1, min(batch_size, len(x))) if source.dynamic_batch else 1
+
+def evaluate_raw(model: bytes, info: ModelInfo, q: np.ndarray, *, kernels: str, threads: int | None,
+                 batch_size: int) -> tuple[np.ndarray, int]:
+    """Raw outputs for inputs already in the model's input type."""
+    batch = max(1, min(batch_size, len(q))) if info.inputs[0].dynamic_batch else 1
     interpreter = make_interpreter(model, kernels=kernels, threads=threads)
-    if batch != 1:
-        interpreter.resize_tensor_input(source.index, [batch, *source.shape[1:]])
-    interpreter.allocate_tensors()
-    out_index = interpreter.get_output_details()[0]["index"]
-    q = quantize(x, source)
-    padding = (-len(q)) % batch
-    if padding:
-        q = np.concatenate([q, np.repeat(q[-1:], padding, axis=0)])
-    results = []
-    for start in range(0, len(q), batch):
-        interpreter.set_tensor(source.index, q[start:start + batch])
-        interpreter.invoke()
-        results.append(interpreter.get_tensor(out_index))
-    outputs = np.concatenate(results)[: len(x)]
-    return dequantize(outputs, target), batch
+    return device_runner.run_batches(interpreter, q, batch), batch
 
 
 def time_invocations(model: bytes, info: ModelInfo, sample: np.ndarray, *, kernels: str,
                      threads: int | None, warmup: int, runs: int) -> tuple[dict, dict]:
     """Latency of single-sample inference after warm-up, and what the delegate took."""
     interpreter = make_interpreter(model, kernels=kernels, threads=threads)
-    interpreter.allocate_tensors()
-    source = info.inputs[0]
-    interpreter.set_tensor(source.index, quantize(sample[:1], source))
-    for _ in range(warmup):
-        interpreter.invoke()
-    samples = []
-    clock = time.perf_counter_ns
-    for _ in range(runs):
-        start = clock()
-        interpreter.invoke()
-        samples.append(clock() - start)
+    samples = device_runner.time_invokes(interpreter, quantize(sample[:1], info.inputs[0]), warmup, runs)
     return latency_summary(samples), delegation(interpreter)

@@ -20,7 +20,9 @@ GROUP = "edgepipe.targets"
 def available_targets() -> dict[str, Target]:
     """Every registered target by name, in registration order."""
     found: dict[str, Target] = {}
-    for entry in importlib.metadata.entry_points(group=GROUP):
+    # The host first (it is the default), then the rest in a stable order.
+    entries = sorted(importlib.metadata.entry_points(group=GROUP), key=lambda e: (e.name != "host", e.name))
+    for entry in entries:
         loaded = entry.load()
         made = [loaded()] if isinstance(loaded, type) else list(loaded())
         for target in made:
