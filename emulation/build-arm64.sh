@@ -15,7 +15,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 PYTHON="${PYTHON:-python3}"
 STAMP="$CACHE/.complete"
 # Bump when this script changes what it builds.
-RECIPE_VERSION=1
+RECIPE_VERSION=2
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$RECIPE_VERSION" ]]; then
     echo "arm64 emulator ready in $CACHE"
@@ -66,6 +66,14 @@ echo "downloading aarch64 wheels: ai-edge-litert, numpy"
 SITE="$WORK/sysroot/opt/edgepipe/site-packages"
 mkdir -p "$SITE"
 for wheel in "$WORK"/wheels/*.whl; do "$PYTHON" -m zipfile -e "$wheel" "$SITE"; done
+
+echo "byte-compiling the sysroot's Python (dpkg -x skips the packages' post-install step)"
+if [[ "$("$PYTHON" -c 'import sys; print(sys.version_info[:2] == (3, 11))')" == "True" ]]; then
+    "$PYTHON" -m compileall -q -j 0 "$WORK/sysroot/usr/lib/python3.11" "$SITE" >/dev/null || true
+else
+    QEMU_CPU=cortex-a72 qemu-aarch64 -L "$WORK/sysroot" "$WORK/sysroot/usr/bin/python3.11" -m compileall -q \
+        /usr/lib/python3.11 /opt/edgepipe/site-packages >/dev/null || true
+fi
 
 echo "writing an ARM /proc/cpuinfo into the sysroot"
 mkdir -p "$WORK/sysroot/proc"

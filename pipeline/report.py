@@ -146,11 +146,22 @@ def _cpu_table(targets: dict[str, Any]) -> list[str]:
     lines = ["| target | runtime | delegate | accuracy | p50 ms | p90 ms | runs |", "|---|---|---|---|---|---|---|"]
     for name, result in rows.items():
         latency = result.get("latency_ms")
+        p50, p90 = _ms(latency, "p50"), _ms(latency, "p90")
+        if latency is None and result.get("estimated_latency_ms") is not None:
+            p50 = f"est. {result['estimated_latency_ms']:.3f}"
         lines.append(
             f"| {name} | {result['runtime']} | {result['delegate'] or 'none'} | {_pct(result['accuracy'])} | "
-            f"{_ms(latency, 'p50')} | {_ms(latency, 'p90')} | {latency['runs'] if latency else 'n/a'} |"
+            f"{p50} | {p90} | {latency['runs'] if latency else 'n/a'} |"
         )
     lines.append("")
+    for name, result in rows.items():
+        if result.get("emulated"):
+            exact = "yes" if result.get("bit_exact_vs_host") else (
+                f"no, {result.get('differing_outputs_vs_host')} outputs differ by up to "
+                f"{result.get('max_diff_steps_vs_host')} step(s)" if "bit_exact_vs_host" in result else "not checked")
+            lines += [f"{name}: emulated {result['qemu_cpu']} under QEMU; {result['instructions_per_inference']:,} guest "
+                      f"instructions per inference (repeatable), estimated {result['estimated_latency_ms']:.3f} ms on "
+                      f"the board ({result['latency_method']}); outputs bit-identical to the host: {exact}.", ""]
     for name, result in rows.items():
         xnn = result.get("xnnpack")
         if xnn and not xnn["full_graph"]:
