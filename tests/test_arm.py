@@ -215,3 +215,18 @@ def test_emulator_missing_gives_the_make_target(monkeypatch, tmp_path, demo_run)
     monkeypatch.setenv("EDGEPIPE_ARM_CACHE", str(tmp_path / "nothing"))
     with pytest.raises(TargetError, match="make arm-emulator"):
         api.run_on_target(result.artifact, "rpi5", options=RunOptions(emulate=True))
+
+
+def test_on_device_run_needs_no_tensorflow(demo_run, small_npz):
+    """What a Pi without TensorFlow runs: `edgepipe run --target rpi4` with TF unimportable."""
+    result, _ = demo_run
+    script = ("import sys\n"
+              "for name in ('tensorflow', 'keras', 'tf_keras', 'h5py', 'tensorflow_model_optimization'):\n"
+              "    sys.modules[name] = None\n"
+              "from pipeline.cli import main\n"
+              f"sys.argv = ['edgepipe', 'run', {str(result.artifact)!r}, '--target', 'rpi4', '--eval', {str(small_npz)!r},"
+              " '--runs', '3', '--json']\n"
+              "main()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["targets"]["rpi4"]["samples"] == 200
