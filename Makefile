@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgepipe-installed
 
-.PHONY: demo test venv system-deps arm-emulator sample reference calibrate clean
+.PHONY: demo test bench venv system-deps arm-emulator sample reference calibrate clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps arm-emulator
 	$(BIN)/python -m pytest -q
+
+# Benchmarks: ratios measured side by side; writes bench/results.json and BENCHMARKS.md.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
 
 # Debian packages the tests use: sshd for the SSH target, the compiler for the deploy bundle,
 # qemu-user for the emulated ARM targets. Installed only when missing (needs root or sudo).

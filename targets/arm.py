@@ -14,7 +14,6 @@ import logging
 import platform
 import tomllib
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from . import emulator, ssh
 from .base import RunOptions, Target, TargetResult
 from .graph import dequantize, inspect_model, quantize
 from .litert_runner import evaluate_raw, time_invocations
-from .mcu_profiles import BOARDS_DIR
+from .mcu_profiles import BOARDS_DIR, Profile
 from .metrics import latency_summary, top1_accuracy
 from .runtime import load_runtime
 
@@ -31,15 +30,8 @@ COUNTED_INVOKES = 4
 
 
 @dataclass(frozen=True)
-class ArmProfile:
-    name: str
-    title: str
-    core: str
-    qemu_cpu: str
-    data: dict[str, Any]
-
-    def value(self, key: str) -> float:
-        return self.data[key]["value"]
+class ArmProfile(Profile):
+    qemu_cpu: str = "cortex-a72"
 
     def power_w(self, threads: int) -> float:
         """Board power with ``threads`` cores busy: idle plus that share of the load increase."""
@@ -52,7 +44,8 @@ def arm_profiles() -> dict[str, ArmProfile]:
     profiles = {}
     for path in sorted((BOARDS_DIR / "arm").glob("*.toml")):
         data = tomllib.loads(path.read_text())
-        profiles[data["name"]] = ArmProfile(data["name"], data["title"], data["core"], data["qemu_cpu"], data)
+        profiles[data["name"]] = ArmProfile(name=data["name"], title=data["title"], core=data["core"], data=data,
+                                            qemu_cpu=data["qemu_cpu"])
     return profiles
 
 

@@ -42,15 +42,21 @@ def cycle_table(priors: dict[str, Any], *, conv: float, pointwise: float) -> dic
 
 
 @dataclass(frozen=True)
-class BoardProfile:
+class Profile:
+    """A board described by a data file: ``data[key] = {"value": ..., "source": ...}``."""
+
     name: str
     title: str
     core: str
-    kernels: str
     data: dict[str, Any]
 
     def value(self, key: str) -> float:
         return self.data[key]["value"]
+
+
+@dataclass(frozen=True)
+class BoardProfile(Profile):
+    kernels: str = ""
 
     @property
     def clock_hz(self) -> int:

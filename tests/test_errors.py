@@ -25,16 +25,12 @@ def test_missing_model(tmp_path, small_npz):
     _convert_fails(tmp_path, tmp_path / "nope.keras", "--calib", small_npz, expect="does not exist")
 
 
-def test_corrupt_keras_file(tmp_path, small_npz):
-    bad = tmp_path / "broken.keras"
-    bad.write_bytes(b"this is not a zip archive")
-    _convert_fails(tmp_path, bad, "--calib", small_npz, expect="not a readable .keras file")
-
-
-def test_corrupt_h5_file(tmp_path, small_npz):
-    bad = tmp_path / "broken.h5"
-    bad.write_bytes(b"\x89HDF garbage")
-    _convert_fails(tmp_path, bad, "--calib", small_npz, expect="not a readable HDF5 file")
+@pytest.mark.parametrize("name, expect", [("broken.keras", "not a readable .keras file"),
+                                          ("broken.h5", "not a readable HDF5 file")])
+def test_corrupt_model_file(tmp_path, small_npz, name, expect):
+    bad = tmp_path / name
+    bad.write_bytes(b"\x89HDF this is neither a zip archive nor HDF5")
+    _convert_fails(tmp_path, bad, "--calib", small_npz, expect=expect)
 
 
 def test_unknown_model_extension(tmp_path, small_npz):

@@ -1,0 +1,99 @@
+"""Render bench/results.json as BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _r(entry: dict) -> str:
+    return f"{entry['median']:.3f}x (spread {100 * entry['spread']:.0f}%)"
+
+
+def _verdict(value: float, goal: float, lower_is_better: bool = True) -> str:
+    met = value <= goal if lower_is_better else value >= goal
+    return f"goal ≤ {goal}: {'met' if met else '**missed**'}"
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    machine, env = results["machine"], results["environment"]
+    lines = [
+        "# edgepipe benchmarks", "",
+        f"Measured by `make bench` (`bench/run.py`) on {results['date']}; raw figures in `bench/results.json`.",
+        f"Machine: {machine['model']}, {machine['cores']} cores, {machine['clock_hz'] / 1e9:.1f} GHz as reported, "
+        f"{machine['platform']}. Python {env['python']}, TensorFlow {env['tensorflow']}, LiteRT {env['litert']}, "
+        f"TFLM {env['tflite_micro']}, numpy {env['numpy']}.",
+        f"Every figure is a ratio (or count) measured side by side in the same run: the median of "
+        f"{results['repeats']} or more interleaved repetitions, with the spread (max - min) / median. This machine is "
+        "shared and noisy; the ratios are what to read, not the absolute times.", "",
+        "## Goals", "",
+        "| figure | measured | goal |", "|---|---|---|",
+    ]
+    pipe, runner, size = results["pipeline_overhead"], results["runner_overhead"], results["int8_over_fp32_size"]
+    lines += [
+        f"| pipeline overhead: edgepipe int8 conversion / bare TFLiteConverter | {_r(pipe['ratio'])} | "
+        f"{_verdict(pipe['ratio']['median'], pipe['goal'])} |",
+        f"| runner overhead: host evaluation loop / bare set-invoke-get loop, per inference | {_r(runner['ratio'])} | "
+        f"{_verdict(runner['ratio']['median'], runner['goal'])} |",
+        f"| size: int8 / float32 .tflite, demo CNN | {size['demo_cnn']:.3f} | {_verdict(size['demo_cnn'], size['goal'])} |",
+        "",
+        f"- The whole `edgepipe convert` command over the bare converter: {_r(pipe['full_command_over_bare'])}. "
+        "It converts the float32 baseline as well and times both models on the host; that is the price of the "
+        "report, not overhead on the conversion.",
+        f"- Evaluation loop vs an `invoke()`-only loop (no input or output copies): {_r(runner['ratio_vs_invoke_only'])}.",
+        f"- Batch evaluation (model converted with `--dynamic-batch`, 64 samples per invoke): per-sample time "
+        f"{_r(runner['batch_gain'])} faster than one sample per invoke.",
+        f"- Per inference: " + ", ".join(f"{k} {v:.1f} µs" for k, v in runner["per_inference_us"].items()) + ".",
+        "",
+        "## What int8 buys on the host (XNNPACK)", "",
+        "| model | MACs | threads | float32 ms | int8 ms | float32 / int8 | int8 GMAC/s | of VNNI peak | of AMX peak |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in results["int8_vs_fp32_latency"].items():
+        for key, cell in row.items():
+            if not key.startswith("threads_"):
+                continue
+            amx = cell["int8_fraction_of_amx_peak"]
+            lines.append(f"| {name} | {row['macs'] / 1e6:.1f} M | {key.split('_')[1]} | {cell['fp32_ms']:.3f} | "
+                         f"{cell['int8_ms']:.3f} | {_r(cell['fp32_over_int8'])} | {cell['int8_gmacs']:.1f} | "
+                         f"{100 * cell['int8_fraction_of_vnni_peak']:.1f}% | "
+                         f"{'n/a' if amx is None else f'{100 * amx:.2f}%'} |")
+    lines += ["", f"Peak assumed: {machine['vnni_peak_macs_per_cycle']} int8 MACs per cycle per core "
+                  f"({machine['vnni_peak_basis']})" + (f"; with AMX, {machine['amx_peak_macs_per_cycle']} "
+                  f"({machine['amx_peak_basis']})" if machine["amx_peak_macs_per_cycle"] else "")
+              + f"; clock: {machine['clock_basis']}. CPU flags: {', '.join(machine['flags'])}.", "",
+              "## Size", "", "| model | float32 bytes | int8 bytes | int8 / float32 |", "|---|---|---|---|"]
+    for name, row in size["models"].items():
+        lines.append(f"| {name} | {row['fp32_bytes']:,} | {row['int8_bytes']:,} | {row['ratio']:.3f} |")
+    mem = results["memory"]
+    lines += ["", "## Memory", "", f"{mem['model']}:", "",
+              f"- `edgepipe convert`: peak RSS {mem['convert_peak_rss_mib']:.0f} MiB",
+              f"- `edgepipe run --target host`: peak RSS {mem['run_host_peak_rss_mib']:.0f} MiB",
+              f"- for scale, `python -c 'import numpy'`: {mem['python_numpy_baseline_mib']:.0f} MiB", "",
+              f"{mem['note']}", "", "## Scale", "",
+              "| calibration samples | int8 conversion s |", "|---|---|"]
+    sc = results["scale"]
+    for count, entry in sc["conversion_seconds_by_calib_samples"].items():
+        lines.append(f"| {count} | {entry['median']:.2f} (spread {100 * entry['spread']:.0f}%) |")
+    fit = sc["conversion_fit"]
+    lines += ["", f"Linear fit: {fit['fixed_seconds']:.2f} s fixed + {1e3 * fit['seconds_per_sample']:.2f} ms per "
+                  f"calibration sample, R² {fit['r_squared']:.4f}.", "",
+              "| eval samples | host evaluation s |", "|---|---|"]
+    for count, entry in sc["evaluation_seconds_by_eval_samples"].items():
+        lines.append(f"| {count} | {entry['median']:.4f} (spread {100 * entry['spread']:.0f}%) |")
+    fit = sc["evaluation_fit"]
+    lines += ["", f"Linear fit: {1e3 * fit['fixed_seconds']:.1f} ms fixed + {1e6 * fit['seconds_per_sample']:.1f} µs "
+                  f"per sample, R² {fit['r_squared']:.4f}.", "", "## TFLite Micro vs LiteRT", ""]
+    tm = results["tflm_vs_litert"]
+    lines += [f"Demo int8 model, {tm['samples']} samples, one thread: TFLM / LiteRT reference kernels "
+              f"{_r(tm['tflm_over_litert_reference'])}; TFLM / LiteRT with XNNPACK {_r(tm['tflm_over_litert_xnnpack'])}. "
+              "Per inference: " + ", ".join(f"{k} {v:.1f} µs" for k, v in tm["per_inference_us"].items()) + ".", "",
+              f"The whole run took {results['wall_seconds']:.0f} s."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    root = Path(__file__).resolve().parents[1]
+    write_markdown(json.loads((root / "bench" / "results.json").read_text()), root / "BENCHMARKS.md")
+    print(f"wrote {root / 'BENCHMARKS.md'}", file=sys.stderr)
