@@ -104,15 +104,17 @@ def run_batches(interpreter, inputs, batch: int):
     interpreter.allocate_tensors()
     in_index = interpreter.get_input_details()[0]["index"]
     out_index = interpreter.get_output_details()[0]["index"]
-    padding = (-len(inputs)) % batch
+    count = len(inputs)
+    padding = (-count) % batch
     if padding:
         inputs = np.concatenate([inputs, np.repeat(inputs[-1:], padding, axis=0)])
-    results = []
+    target = interpreter.get_output_details()[0]
+    outputs = np.empty((len(inputs), *target["shape"][1:]), dtype=target["dtype"])
     for start in range(0, len(inputs), batch):
         interpreter.set_tensor(in_index, inputs[start:start + batch])
         interpreter.invoke()
-        results.append(interpreter.get_tensor(out_index))
-    return np.concatenate(results)[: len(inputs) - padding]
+        outputs[start:start + batch] = interpreter.get_tensor(out_index)
+    return outputs[:count]
 
 
 def time_invokes(interpreter, sample, warmup: int, runs: int) -> list:
