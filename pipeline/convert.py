@@ -12,6 +12,8 @@ import logging
 
 import numpy as np
 
+from targets.cstderr import CapturedStderr
+
 from . import keras_compat
 from .data import Dataset
 from .errors import ConversionError, UsageError
@@ -54,10 +56,11 @@ def convert_model(model: LoadedModel, recipe: Recipe, calib: Dataset | None = No
             io_type = tf.float32 if float_io else tf.int16
         converter.inference_input_type = io_type
         converter.inference_output_type = io_type
-    chatter = io.StringIO()
+    chatter, native = io.StringIO(), CapturedStderr()
     try:
-        # Keras' exporter prints the traced signature to stdout, which must stay clean for --json.
-        with contextlib.redirect_stdout(chatter):
+        # Keras' exporter prints the traced signature to stdout, which must stay clean for --json,
+        # and the converter's C++ side prints its settings to stderr: both go to the debug log.
+        with contextlib.redirect_stdout(chatter), native:
             return bytes(converter.convert())
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
         text = " ".join(str(exc).split())[:400]
@@ -65,8 +68,9 @@ def convert_model(model: LoadedModel, recipe: Recipe, calib: Dataset | None = No
                 if recipe.needs_calibration else "")
         raise ConversionError(f"the TFLite converter failed for recipe {recipe.value}: {text}.{hint}") from exc
     finally:
-        if chatter.getvalue():
-            log.debug("converter output: %s", chatter.getvalue().strip())
+        said = (chatter.getvalue() + native.text).strip()
+        if said:
+            log.debug("converter output: %s", said)
 
 
 def _representative(samples: np.ndarray):

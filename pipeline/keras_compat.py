@@ -10,13 +10,32 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 # TensorFlow's C++ start-up chatter would drown our progress lines on stderr.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_log = logging.getLogger(__name__)
 
 
 def tensorflow():
-    """Import TensorFlow quietly (conversion stages only)."""
+    """Import TensorFlow quietly (conversion stages only).
+
+    Its C++ start-up lines (oneDNN, CUDA probing, absl) go to file descriptor 2 before any
+    Python setting can stop them; they are captured and logged at debug level instead.
+    """
+    if "tensorflow" not in sys.modules:
+        from targets.cstderr import CapturedStderr
+
+        said = CapturedStderr()
+        try:
+            with said:
+                import tensorflow as tf
+
+                tf.config.list_physical_devices()  # the CUDA probe reports here, not mid-pipeline
+        except BaseException:
+            sys.stderr.write(said.text)  # a failed import keeps its diagnostics
+            raise
+        _log.debug("TensorFlow start-up: %s", said.text.strip())
     import tensorflow as tf
 
     tf.get_logger().setLevel(logging.ERROR)

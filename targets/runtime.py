@@ -7,15 +7,18 @@ self-contained for devices); this module adds edgepipe's errors around them.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import TargetError
 
 from . import device_runner
+from .cstderr import CapturedStderr
 from .device_runner import delegation
 
 KERNELS = ("xnnpack", "builtin", "reference")
+log = logging.getLogger(__name__)
 __all__ = ["KERNELS", "Runtime", "delegation", "load_runtime", "make_interpreter"]
 
 
@@ -45,10 +48,15 @@ def make_interpreter(model: bytes, *, kernels: str = "xnnpack", threads: int | N
     """An interpreter over ``model`` bytes: ``xnnpack`` (XNNPACK delegate requested explicitly and
     checked afterwards by :func:`delegation`), ``builtin`` (no delegate) or ``reference``."""
     runtime = load_runtime()
+    said = CapturedStderr()  # LiteRT announces the XNNPACK delegate on stderr: debug log instead
     try:
-        return device_runner.make_interpreter(runtime.module, model, kernels, threads)
+        with said:
+            return device_runner.make_interpreter(runtime.module, model, kernels, threads)
     except (ValueError, RuntimeError) as exc:
         raise TargetError(
             f"{runtime.describe()} cannot load this model ({str(exc).strip().splitlines()[0]}); "
             "check that the file is a .tflite flatbuffer written by the TFLite converter."
         ) from exc
+    finally:
+        if said.text.strip():
+            log.debug("LiteRT: %s", said.text.strip())

@@ -8,16 +8,14 @@ file descriptor 2 captured, and what it said becomes part of a proper error.
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import re
-import sys
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.errors import TargetError
 
+from .cstderr import CapturedStderr
 from .flatbuffer import OpUse, read_ops
 from .graph import ModelInfo, dequantize, quantize
 from .mcu_profiles import shared
@@ -43,28 +41,6 @@ def _runtime():
             "(or `pip install edgepipe[micro]`)."
         ) from exc
     return runtime
-
-
-class CapturedStderr:
-    """Redirect file descriptor 2 (where TFLM's C++ code writes) into a buffer we can read."""
-
-    def __init__(self) -> None:
-        self.text = ""
-
-    def __enter__(self) -> "CapturedStderr":
-        sys.stderr.flush()
-        self._saved = os.dup(2)
-        self._file = tempfile.TemporaryFile()
-        os.dup2(self._file.fileno(), 2)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        sys.stderr.flush()
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        self._file.seek(0)
-        self.text = self._file.read().decode(errors="replace")
-        self._file.close()
 
 
 def supported_ops() -> tuple[set[str], set[str]]:
