@@ -48,18 +48,11 @@ def run_on_target(model_path: str | Path, target: str, eval_path: str | Path | N
                   options: RunOptions = RunOptions(),
                   preprocess: PreprocessOverrides = PreprocessOverrides()) -> dict[str, Any]:
     """Run a ``.tflite`` on ``target`` (over ``eval_path`` when given) and return its report."""
-    chosen = get_target(target)
-    path = Path(model_path)
-    if not path.is_file():
-        raise UsageError(f"model {path} does not exist; give the .tflite file written by `edgepipe convert`.")
-    blob = path.read_bytes()
+    chosen, path, blob = _model_for_target(model_path, target)
     info = inspect_model(blob)
     spec = Preprocess.from_input_shape((None, *info.inputs[0].shape[1:]), scale=preprocess.scale,
                                        offset=preprocess.offset, color_mode=preprocess.color_mode)
     data = load_dataset(eval_path, spec, role="--eval") if eval_path is not None else None
-    problems = chosen.check(blob)
-    if problems:
-        raise TargetError(f"target {target} cannot run {path.name}: {'; '.join(problems)}.")
     result = chosen.run(blob, data.x if data else None, data.y if data else None, options)
     return build_run_report(path, blob, info, data, data.preprocess if data else spec, target, result)
 
@@ -67,29 +60,21 @@ def run_on_target(model_path: str | Path, target: str, eval_path: str | Path | N
 def deploy(model_path: str | Path, target: str, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Write the C++ deploy bundle for ``target`` (an MCU target) to ``out``; return its manifest."""
     from targets.deploy import build_bundle
+    from targets.flatbuffer import read_ops
     from targets.tflm import run_isolated
 
     from . import __version__
     from .artifacts import atomic_write_bytes
 
-    chosen = get_target(target)
-    if "deploy" not in chosen.capabilities:
+    if "deploy" not in get_target(target).capabilities:
         deployable = [name for name, t in available_targets().items() if "deploy" in t.capabilities]
         raise UsageError(f"target {target} has no deploy bundle; choose a microcontroller target: {', '.join(deployable)}.")
-    path = Path(model_path)
-    if not path.is_file():
-        raise UsageError(f"model {path} does not exist; give the .tflite file written by `edgepipe convert`.")
-    blob = path.read_bytes()
-    problems = chosen.check(blob)
-    if problems:
-        raise TargetError(f"target {target} cannot run {path.name}: {'; '.join(problems)}.")
+    chosen, _, blob = _model_for_target(model_path, target)
     out = Path(out)
     names = ["model_data.h", "model_data.cc", "model_ops.h", "deploy.json"]
     check_writable(out, names, overwrite)
     info = inspect_model(blob)
     arena, _ = run_isolated(blob, info, None)
-    from targets.flatbuffer import read_ops
-
     memory = chosen.memory(blob, read_ops(blob), arena.total)
     bundle = build_bundle(blob, info, target=target, arena_bytes=memory["arena_device_bytes"],
                           arena_measured=arena.total, tool_version=__version__)
@@ -98,6 +83,19 @@ def deploy(model_path: str | Path, target: str, out: str | Path, *, overwrite: b
         atomic_write_bytes(out / name, data)
     log.info("wrote %s", ", ".join(str(out / n) for n in names))
     return bundle.manifest
+
+
+def _model_for_target(model_path: str | Path, target: str):
+    """The target, the model's path and bytes, once the target has said it can run the model."""
+    chosen = get_target(target)
+    path = Path(model_path)
+    if not path.is_file():
+        raise UsageError(f"model {path} does not exist; give the .tflite file written by `edgepipe convert`.")
+    blob = path.read_bytes()
+    problems = chosen.check(blob)
+    if problems:
+        raise TargetError(f"target {target} cannot run {path.name}: {'; '.join(problems)}.")
+    return chosen, path, blob
 
 
 def list_targets() -> list[dict[str, Any]]:
