@@ -40,7 +40,7 @@ RECURRENT_LAYERS = {"LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLST
 def scan_layers(model) -> list[dict]:
     """Classify every layer: ``quantized`` (tfmot default registry), ``custom`` (output-only
     config), ``float`` (weightless, left to the converter's calibration) or ``unsupported``."""
-    tfmot = keras_compat.tfmot()
+    keras_compat.tfmot()  # imports tfmot without letting it switch the process to Keras 2
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_registry as registry_module,
     )
@@ -67,7 +67,6 @@ def scan_layers(model) -> list[dict]:
         else:
             status, reason = "unsupported", f"{kind} has weights and no tfmot quantize config"
         rows.append({"layer": layer.name, "class": kind, "status": status, "reason": reason})
-    del tfmot
     return rows
 
 
@@ -163,8 +162,6 @@ class TrainingOutcome:
 def train(float_model, scan: list[dict], train_data: Dataset, eval_data: Dataset, options: QatOptions,
           out: Path, model_sha: str, classifier: bool, softmax_head: bool) -> TrainingOutcome:
     """Fine-tune with fake quantization; checkpoint each epoch in ``out``; resume when possible."""
-    if train_data.y is None or eval_data.y is None:
-        raise UsageError("QAT fine-tunes on labelled data: --train and --eval need labels ('y' in the .npz, or class folders).")
     tf = keras_compat.tensorflow()
     kit = keras_compat.legacy_keras()
     kit.utils.set_random_seed(options.seed)
@@ -193,7 +190,7 @@ def train(float_model, scan: list[dict], train_data: Dataset, eval_data: Dataset
         elif state.get("fingerprint") != fingerprint:
             log.info("ignoring the checkpoint in %s: it was made from other inputs or options", folder)
 
-    callbacks = [_Progress(options.epochs, history), _Checkpoint(folder, fingerprint, history),
+    callbacks = [_Progress(options.epochs), _Checkpoint(folder, fingerprint, history),
                  kit.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience, restore_best_weights=True)]
     fit = model.fit(train_data.x, train_data.y, validation_data=(eval_data.x, eval_data.y), epochs=options.epochs,
                     initial_epoch=start, batch_size=options.batch_size, shuffle=True, verbose=0,
@@ -216,9 +213,9 @@ def _callback_base():
 class _Progress(_callback_base()):
     """One line per epoch on stderr (through logging): loss and accuracy, train and eval."""
 
-    def __init__(self, epochs: int, history: list[dict]) -> None:
+    def __init__(self, epochs: int) -> None:
         super().__init__()
-        self.epochs, self.history = epochs, history
+        self.epochs = epochs
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items()}

@@ -45,7 +45,6 @@ class Context:
     targets: dict[str, TargetResult] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     train: Dataset | None = None
-    ptq_info: ModelInfo | None = None
     ptq: dict = field(default_factory=dict)
     qat: dict = field(default_factory=dict)
     legacy_model: object = None
@@ -78,6 +77,9 @@ def data(ctx: Context) -> None:
         if ctx.eval is None:
             raise UsageError("QAT stops early on the eval split and reports on it; pass --eval DATA.")
         ctx.train = load_dataset(ctx.config.qat.train, spec, role="--train")
+        if ctx.train.y is None or ctx.eval.y is None:
+            raise UsageError("QAT fine-tunes on labelled data: --train and --eval need labels "
+                             "('y' in the .npz, or class folders).")
         if ctx.calib is None:
             ctx.calib = ctx.train
     ctx.preprocess = spec
@@ -85,9 +87,10 @@ def data(ctx: Context) -> None:
 
 def convert(ctx: Context) -> None:
     config = ctx.config
+    name = config.ptq_name if config.qat else config.artifact_name
     artifact = convert_model(ctx.model, config.recipe, ctx.calib, float_io=config.float_io,
                              calib_samples=config.calib_samples, dynamic_batch=config.dynamic_batch)
-    ctx.artifacts[config.ptq_name if config.qat else config.artifact_name] = artifact
+    ctx.artifacts[name] = artifact
     ctx.info = inspect_model(artifact)
     check_integer_only(ctx.info, config.recipe)
     if config.recipe is Recipe.FLOAT32:
@@ -96,8 +99,7 @@ def convert(ctx: Context) -> None:
         baseline = convert_model(ctx.model, Recipe.FLOAT32, dynamic_batch=config.dynamic_batch)
         ctx.artifacts["model_float32.tflite"] = baseline
         ctx.baseline_info = inspect_model(baseline)
-    log.info("%s: %d bytes (float32 baseline %d bytes)", config.ptq_name if config.qat else config.artifact_name,
-             len(artifact), len(ctx.artifacts["model_float32.tflite"]))
+    log.info("%s: %d bytes (float32 baseline %d bytes)", name, len(artifact), len(ctx.artifacts["model_float32.tflite"]))
 
 
 def qat_scan(ctx: Context) -> None:
@@ -128,7 +130,7 @@ def quantization_aware_training(ctx: Context) -> None:
     artifact = convert_model(trained, Recipe.INT8, ctx.calib, float_io=config.float_io,
                              calib_samples=config.calib_samples, dynamic_batch=config.dynamic_batch)
     ctx.artifacts[config.artifact_name] = artifact
-    ctx.ptq_info, ctx.info = ctx.info, inspect_model(artifact)
+    ctx.info = inspect_model(artifact)
     check_integer_only(ctx.info, Recipe.INT8)
     ctx.qat.update({
         "epochs_run": outcome.epochs_run, "resumed_from_epoch": outcome.resumed_from_epoch,
