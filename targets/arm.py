@@ -22,7 +22,8 @@ from .base import RunOptions, Target, TargetResult
 from .graph import dequantize, inspect_model, quantize
 from .litert_runner import evaluate_raw, time_invocations
 from .mcu_profiles import BOARDS_DIR, Profile
-from .metrics import latency_summary, top1_accuracy
+from .metrics import latency_summary, step_difference, top1_accuracy
+from .host import litert_problems
 from .runtime import load_runtime
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,7 @@ class ArmTarget(Target):
         return {**super().summary(), "clock_mhz": self.profile.value("clock_hz") / 1e6, "core": self.profile.core}
 
     def check(self, model: bytes) -> list[str]:
-        info = inspect_model(model)
-        return [f"op {op.name} needs TensorFlow (Flex) ops, which LiteRT alone does not run"
-                for op in info.ops if op.name.startswith("Flex")]
+        return litert_problems(model)  # the same LiteRT runtime as the host, on another CPU
 
     def run(self, model: bytes, x: np.ndarray | None, y: np.ndarray | None, options: RunOptions) -> TargetResult:
         info = inspect_model(model)
@@ -122,7 +121,7 @@ class ArmTarget(Target):
             same = raw.shape == host_raw.shape and bool(np.array_equal(raw, host_raw))
             result.details["bit_exact_vs_host"] = same
             if raw.shape == host_raw.shape:
-                steps = np.abs(raw.astype(np.int64) - host_raw.astype(np.int64))
+                steps = step_difference(raw, host_raw)
                 result.details["differing_outputs_vs_host"] = int(np.count_nonzero(steps))
                 result.details["max_diff_steps_vs_host"] = int(steps.max())
             cpu_ops = runner["delegation"]["cpu_ops"]

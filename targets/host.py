@@ -16,16 +16,21 @@ from .runtime import load_runtime
 log = logging.getLogger(__name__)
 
 
+def litert_problems(model: bytes) -> list[str]:
+    """What LiteRT alone cannot run: its builtin kernels cover every op the converter emits
+    without select TensorFlow (Flex) ops or custom ops."""
+    info = inspect_model(model)
+    return [f"op {op.name} needs TensorFlow (Flex) ops, which LiteRT alone does not run"
+            for op in info.ops if op.name.startswith("Flex") or op.name == "CUSTOM"]
+
+
 class HostTarget(Target):
     name = "host"
     description = "this machine's CPU: LiteRT with the XNNPACK delegate"
     capabilities = frozenset({"run", "latency", "accuracy", "xnnpack"})
 
     def check(self, model: bytes) -> list[str]:
-        # LiteRT's builtin kernels cover every op the converter emits without select TF ops.
-        info = inspect_model(model)
-        return [f"op {op.name} needs TensorFlow (Flex) ops, which LiteRT alone does not run"
-                for op in info.ops if op.name.startswith("Flex") or op.name == "CUSTOM"]
+        return litert_problems(model)
 
     def run(self, model: bytes, x: np.ndarray | None, y: np.ndarray | None,
             options: RunOptions) -> TargetResult:

@@ -11,10 +11,10 @@ import numpy as np
 from .base import RunOptions, Target, TargetResult
 from .cost_model import estimate_cycles, model_work, op_energy_mj
 from .flatbuffer import read_ops
-from .graph import inspect_model
-from .litert_runner import evaluate as litert_evaluate
+from .graph import dequantize, inspect_model, quantize
+from .litert_runner import evaluate_raw
 from .mcu_profiles import BoardProfile, load_profiles, shared
-from .metrics import top1_accuracy
+from .metrics import step_difference, top1_accuracy
 from . import tflm
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class McuTarget(Target):
         return {**super().summary(), **self.profile.summary()}
 
     def check(self, model: bytes) -> list[str]:
-        problems = tflm.unsupported_ops(model)
+        problems = tflm.unsupported_ops(read_ops(model))
         if not problems:
             return []
         return [f"TensorFlow Lite Micro has no kernel for {tflm.describe_unsupported(problems)}; "
@@ -43,7 +43,7 @@ class McuTarget(Target):
         ops = read_ops(model)
         result = TargetResult(target=self.name, runtime=f"tflite-micro {tflm.tflm_version()}", delegate=None,
                               threads=1)
-        result.details["unsupported_ops"] = [p["op"] for p in tflm.unsupported_ops(model)]
+        result.details["unsupported_ops"] = [p["op"] for p in tflm.unsupported_ops(ops)]
         if x is not None and len(x):
             log.info("%s: running %d samples in TensorFlow Lite Micro", self.name, len(x))
         arena, evaluated = tflm.run_isolated(model, info, x)
@@ -105,21 +105,21 @@ class McuTarget(Target):
 
     @staticmethod
     def compare_with_reference(model: bytes, info, x: np.ndarray, raw: np.ndarray, y) -> dict:
-        """TFLM vs LiteRT's reference kernels on the same quantized inputs, in quantization steps."""
-        reference, _ = litert_evaluate(model, info, x, kernels="reference", threads=1, batch_size=64)
+        """TFLM vs LiteRT's reference kernels on the same quantized inputs, in quantization steps
+        (float outputs: relative to the largest reference output)."""
+        reference, _ = evaluate_raw(model, info, quantize(x, info.inputs[0]), kernels="reference", threads=1,
+                                    batch_size=64)
+        steps = step_difference(raw, reference)
         target = info.outputs[0]
-        ours = raw.astype(np.float64)
-        if target.quantized and np.dtype(target.dtype).kind != "f":
-            steps = np.abs(ours - (reference / target.scale + target.zero_point).round())
-        else:
-            steps = np.abs(ours - reference) / max(float(np.max(np.abs(reference))), 1e-12)
+        if not target.quantized or np.dtype(target.dtype).kind == "f":
+            steps /= max(float(np.max(np.abs(reference))), 1e-12)
         agree = np.argmax(raw.reshape(len(raw), -1), axis=1) == np.argmax(reference.reshape(len(reference), -1), axis=1)
         return {
             "runtime": "litert reference kernels",
             "max_diff_steps": float(steps.max()),
             "identical_outputs": float(np.mean(steps.reshape(len(steps), -1).max(axis=1) == 0)),
             "top1_agreement": float(np.mean(agree)),
-            "accuracy": top1_accuracy(reference, y),
+            "accuracy": top1_accuracy(dequantize(reference, target), y),
         }
 
 

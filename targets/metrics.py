@@ -38,6 +38,11 @@ def output_error(reference: np.ndarray, candidate: np.ndarray) -> dict[str, floa
             "cosine": float(np.mean(cosine)), "max_abs": float(np.max(np.abs(noise)))}
 
 
+def step_difference(raw: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Absolute difference of two runtimes' raw outputs: quantization steps for integer outputs."""
+    return np.abs(raw.astype(np.float64) - reference.astype(np.float64))
+
+
 def latency_summary(samples_ns: list[int]) -> dict[str, float]:
     """p50/p90/mean/min in milliseconds over the timed runs."""
     ms = np.asarray(samples_ns, dtype=np.float64) / 1e6

@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.errors import TargetError
 
 from .cstderr import CapturedStderr
-from .flatbuffer import OpUse, read_ops
+from .flatbuffer import OpUse
 from .graph import ModelInfo, dequantize, quantize
 from .mcu_profiles import shared
 
@@ -37,8 +37,7 @@ def _runtime():
         from tflite_micro.python.tflite_micro import runtime
     except ImportError as exc:
         raise TargetError(
-            f"TensorFlow Lite Micro is not installed ({exc}); run `pip install tflite-micro` "
-            "(or `pip install edgepipe[micro]`)."
+            f"TensorFlow Lite Micro is not installed ({exc}); run `pip install tflite-micro`."
         ) from exc
     return runtime
 
@@ -48,11 +47,11 @@ def supported_ops() -> tuple[set[str], set[str]]:
     return set(data["builtin"]), set(data["custom"])
 
 
-def unsupported_ops(model: bytes) -> list[dict]:
+def unsupported_ops(ops: list[OpUse]) -> list[dict]:
     """Ops TFLM has no kernel for, with the layers that use them (pre-flight, no interpreter)."""
     builtin, custom = supported_ops()
     problems: dict[str, dict] = {}
-    for op in read_ops(model):
+    for op in ops:
         known = op.name.removeprefix("CUSTOM:") in custom if op.is_custom else op.name in builtin
         if not known:
             entry = problems.setdefault(op.name, {"op": op.name, "version": op.version, "layers": []})
@@ -88,14 +87,17 @@ class ArenaUse:
     report: str
 
 
+def _invoke_on_zeros(interpreter, info: ModelInfo) -> None:
+    source = info.inputs[0]
+    interpreter.set_input(np.zeros(source.shape, dtype=np.dtype(source.dtype)), 0)
+    interpreter.invoke()
+
+
 def measure_arena(model: bytes, info: ModelInfo) -> ArenaUse:
     """The arena TFLM actually uses, from its RecordingMicroAllocator, after one invoke."""
     interpreter = _interpreter(model, PROBE_ARENA_BYTES)
-    source = info.inputs[0]
-    zeros = np.zeros(source.shape, dtype=np.dtype(source.dtype))
     with CapturedStderr() as said:
-        interpreter.set_input(zeros, 0)
-        interpreter.invoke()
+        _invoke_on_zeros(interpreter, info)
         interpreter.print_allocations()
     match = _ARENA_TOTAL.search(said.text)
     if not match:
@@ -112,10 +114,8 @@ def arena_works(model: bytes, info: ModelInfo, arena_bytes: int) -> bool:
     """Whether TFLM can allocate and invoke the model in an arena of exactly this size."""
     try:
         interpreter = _interpreter(model, arena_bytes)
-        source = info.inputs[0]
         with CapturedStderr():
-            interpreter.set_input(np.zeros(source.shape, dtype=np.dtype(source.dtype)), 0)
-            interpreter.invoke()
+            _invoke_on_zeros(interpreter, info)
         return True
     except (TargetError, RuntimeError):
         return False

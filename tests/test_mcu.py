@@ -96,7 +96,7 @@ def unsupported_model(tmp_path_factory):
 
 
 def test_unsupported_op_is_named_before_running(unsupported_model):
-    problems = tflm.unsupported_ops(unsupported_model.read_bytes())
+    problems = tflm.unsupported_ops(read_ops(unsupported_model.read_bytes()))
     assert [p["op"] for p in problems] == ["GELU", "TOPK_V2"]
     outcome = CliRunner().invoke(main, ["run", str(unsupported_model), "--target", "cortex-m4"])
     assert outcome.exit_code == 1
