@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgepipe-installed
 
-.PHONY: demo test bench venv system-deps arm-emulator sample reference calibrate clean
+.PHONY: demo test test-fast bench venv system-deps arm-emulator sample reference calibrate clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps arm-emulator
 	$(BIN)/python -m pytest -q
+
+# The fast tier: no TensorFlow, committed tiny models and a fake target, in seconds.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m fast
 
 # Benchmarks: ratios measured side by side; writes bench/results.json and BENCHMARKS.md.
 bench: $(STAMP)

@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edgecore.model_info import inspect_model, quantize  # noqa: E402
 from pipeline import api  # noqa: E402
 from pipeline.convert import convert_model  # noqa: E402
 from pipeline.data import load_dataset  # noqa: E402
@@ -38,7 +39,6 @@ from pipeline.loading import load_model, wrap_keras  # noqa: E402
 from pipeline.verify import check_integer_only  # noqa: E402
 from pipeline.vocab import Preprocess, Recipe  # noqa: E402
 from targets import tflm  # noqa: E402
-from targets.graph import inspect_model, quantize  # noqa: E402
 from targets.litert_runner import evaluate, evaluate_raw  # noqa: E402
 from targets.runtime import make_interpreter  # noqa: E402
 

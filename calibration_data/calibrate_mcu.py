@@ -17,13 +17,12 @@ from __future__ import annotations
 import contextlib
 import io
 import tomllib
-from pathlib import Path
 
 import numpy as np
 
 from calibration_data.mlperf_tiny import int8_tflite
+from edgecore.flatbuffer import read_ops
 from targets.cost_model import model_work
-from targets.flatbuffer import read_ops
 from targets.mcu_profiles import BOARDS_DIR, cycle_table
 
 OUTPUT = BOARDS_DIR / "cycles_fitted.toml"

@@ -8,15 +8,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from targets import RunOptions, available_targets, get_target
-from targets.graph import inspect_model
+from edgecore.model_info import inspect_model
+from targets import Capability, RunOptions, available_targets, check_options, get_target, require
 
-from .artifacts import check_writable
-from .config import ConvertConfig, PreprocessOverrides
+from .artifacts import atomic_write_bytes, check_writable
+from .config import ConvertConfig, PreprocessOverrides, QatOptions
+from .context import Context
 from .data import load_dataset
 from .errors import TargetError, UsageError
+from .plan import plan
 from .report import build_run_report
-from .stages import QAT_STAGES, STAGES, Context, run_pipeline
+from .stages import run_pipeline
 from .vocab import Preprocess, Recipe
 
 log = logging.getLogger("edgepipe")
@@ -26,7 +28,7 @@ DEMO_TARGETS = ("host", "cortex-m4")
 
 @dataclass(frozen=True)
 class ConversionResult:
-    """Where the artifacts went and the report that describes them."""
+    """Where the artifacts went, the chosen artifact, and the report that describes them."""
 
     out: Path
     artifact: Path
@@ -34,21 +36,24 @@ class ConversionResult:
 
 
 def convert(config: ConvertConfig) -> ConversionResult:
-    """Load, convert, verify, run targets and write artifacts plus report.json/report.md."""
-    for name in config.targets:
-        get_target(name)  # unknown targets fail before any work is done
-    check_writable(config.out, config.output_names, config.overwrite)
-    if config.qat is not None and config.recipe is not Recipe.INT8:
-        raise UsageError("quantization-aware training produces int8 models; use the int8 recipe.")
-    ctx = run_pipeline(Context(config=config), QAT_STAGES if config.qat else STAGES)
-    return ConversionResult(out=config.out, artifact=config.out / config.artifact_name, report=ctx.report)
+    """Make the run's candidates, verify them, run them on the targets, choose one, and write the
+    artifacts plus report.json/report.md (nothing is written if any stage fails)."""
+    if not isinstance(config, ConvertConfig):
+        raise UsageError(f"convert() takes a ConvertConfig, not {type(config).__name__}.")
+    run_plan = plan(config)
+    check_writable(config.out, run_plan.outputs, config.overwrite)
+    ctx = run_pipeline(Context(config=config, plan=run_plan))
+    return ConversionResult(out=config.out, artifact=config.out / run_plan.spec(ctx.chosen).filename,
+                            report=ctx.report)
 
 
 def run_on_target(model_path: str | Path, target: str, eval_path: str | Path | None = None, *,
                   options: RunOptions = RunOptions(),
                   preprocess: PreprocessOverrides = PreprocessOverrides()) -> dict[str, Any]:
     """Run a ``.tflite`` on ``target`` (over ``eval_path`` when given) and return its report."""
-    chosen, path, blob = _model_for_target(model_path, target)
+    chosen = get_target(target)
+    check_options(chosen, options)
+    path, blob = _read_model(model_path, chosen)
     info = inspect_model(blob)
     spec = Preprocess.from_input_shape((None, *info.inputs[0].shape[1:]), scale=preprocess.scale,
                                        offset=preprocess.offset, color_mode=preprocess.color_mode)
@@ -59,43 +64,30 @@ def run_on_target(model_path: str | Path, target: str, eval_path: str | Path | N
 
 def deploy(model_path: str | Path, target: str, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Write the C++ deploy bundle for ``target`` (an MCU target) to ``out``; return its manifest."""
-    from targets.deploy import build_bundle
-    from targets.flatbuffer import read_ops
-    from targets.tflm import run_isolated
-
     from . import __version__
-    from .artifacts import atomic_write_bytes
 
-    if "deploy" not in get_target(target).capabilities:
-        deployable = [name for name, t in available_targets().items() if "deploy" in t.capabilities]
-        raise UsageError(f"target {target} has no deploy bundle; choose a microcontroller target: {', '.join(deployable)}.")
-    chosen, _, blob = _model_for_target(model_path, target)
+    chosen = get_target(target)
+    require(chosen, Capability.DEPLOY, "a deploy bundle (choose a microcontroller target)")
+    path, blob = _read_model(model_path, chosen)
     out = Path(out)
-    names = ["model_data.h", "model_data.cc", "model_ops.h", "deploy.json"]
-    check_writable(out, names, overwrite)
-    info = inspect_model(blob)
-    arena, _ = run_isolated(blob, info, None)
-    memory = chosen.memory(blob, read_ops(blob), arena.total)
-    bundle = build_bundle(blob, info, target=target, arena_bytes=memory["arena_device_bytes"],
-                          arena_measured=arena.total, tool_version=__version__)
-    bundle.manifest.update({"fits": memory["fits"], "ram_bytes": memory["ram_bytes"], "flash_bytes": memory["flash_bytes"]})
+    bundle = chosen.deploy(blob, tool_version=__version__)
+    check_writable(out, list(bundle.files), overwrite)
     for name, data in bundle.files.items():
         atomic_write_bytes(out / name, data)
-    log.info("wrote %s", ", ".join(str(out / n) for n in names))
+    log.info("wrote %s", ", ".join(str(out / n) for n in bundle.files))
     return bundle.manifest
 
 
-def _model_for_target(model_path: str | Path, target: str):
-    """The target, the model's path and bytes, once the target has said it can run the model."""
-    chosen = get_target(target)
+def _read_model(model_path: str | Path, target) -> tuple[Path, bytes]:
+    """The model's path and bytes, once the target has said it can run the model."""
     path = Path(model_path)
     if not path.is_file():
         raise UsageError(f"model {path} does not exist; give the .tflite file written by `edgepipe convert`.")
     blob = path.read_bytes()
-    problems = chosen.check(blob)
+    problems = target.check(blob)
     if problems:
-        raise TargetError(f"target {target} cannot run {path.name}: {'; '.join(problems)}.")
-    return chosen, path, blob
+        raise TargetError(f"target {target.name} cannot run {path.name}: {'; '.join(problems)}.")
+    return path, blob
 
 
 def list_targets() -> list[dict[str, Any]]:
@@ -118,8 +110,9 @@ def demo_config(out: str | Path, *, overwrite: bool = False, options: RunOptions
 
 
 def demo(out: str | Path = "demo-out", *, overwrite: bool = False, options: RunOptions = RunOptions()) -> ConversionResult:
+    """Run :func:`demo_config` (the reference CNN on the bundled MNIST sample)."""
     return convert(demo_config(out, overwrite=overwrite, options=options))
 
 
-__all__ = ["ConversionResult", "ConvertConfig", "PreprocessOverrides", "Recipe", "RunOptions",
-           "convert", "demo", "demo_config", "list_targets", "run_on_target"]
+__all__ = ["ConversionResult", "ConvertConfig", "PreprocessOverrides", "QatOptions", "Recipe", "RunOptions",
+           "convert", "demo", "demo_config", "deploy", "list_targets", "run_on_target", "sample_path"]

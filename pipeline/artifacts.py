@@ -13,6 +13,7 @@ from .errors import UsageError
 
 
 def sha256_bytes(data: bytes) -> str:
+    """The hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -57,6 +58,7 @@ def _umask() -> int:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 

@@ -10,16 +10,31 @@ from pathlib import Path
 
 import click
 
-from targets import RunOptions, available_targets
-from targets.base import SshOptions
+from targets import RunOptions, SshOptions, available_targets
 
 from . import __version__, api
 from .config import ConvertConfig, PreprocessOverrides, QatOptions
 from .errors import EdgepipeError
-from .report import render_markdown
-from .vocab import ColorMode, Recipe
+from .markdown import render_markdown
+from .vocab import ColorMode, Recipe, Strategy
 
-TARGET_NAMES = list(available_targets())
+
+class TargetChoice(click.Choice):
+    """A choice of the registered targets, read from the registry when the command runs, so that
+    targets registered after import (plugins, tests) are accepted too."""
+
+    name = "target"
+
+    def __init__(self) -> None:
+        super().__init__([], case_sensitive=True)
+
+    @property
+    def choices(self):  # click reads this for validation, help and completion
+        return list(available_targets())
+
+    @choices.setter
+    def choices(self, value) -> None:  # click's __init__ assigns it; the registry is the source
+        pass
 
 
 def _handle_errors(command):
@@ -72,23 +87,55 @@ def _emit(report: dict, as_json: bool) -> None:
     click.echo(json.dumps(report, indent=2) if as_json else render_markdown(report))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="edgepipe")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
-def main(quiet: bool, verbose: bool) -> None:
-    """Quantize Keras models to int8 TFLite and check them on host, Raspberry Pi and MCU targets.
-
-    Progress goes to stderr; results (a Markdown table, or JSON with --json) go to stdout.
-    """
-    level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
+def _set_log_level(level: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("edgepipe: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    for name in ("edgepipe", "pipeline", "targets"):
+    root.setLevel(logging.ERROR if level >= logging.ERROR else logging.WARNING)
+    for name in ("edgepipe", "edgecore", "pipeline", "targets"):
         logging.getLogger(name).setLevel(level)
+
+
+def _level_callback(level: int):
+    def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            _set_log_level(level)
+    return callback
+
+
+def _verbosity(func):
+    """``-q``/``-v`` on the group and on every command, so they work before or after the command."""
+    func = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_level_callback(logging.DEBUG),
+                        help="Debug logging on stderr.")(func)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_level_callback(logging.ERROR),
+                        help="Only errors on stderr.")(func)
+
+
+class _Group(click.Group):
+    """Every command gets ``-q``/``-v`` and the error boundary; each invocation starts at INFO."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        _set_log_level(logging.INFO)  # before any -q/-v callback of this invocation
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+    def command(self, *args, **kwargs):
+        decorator = super().command(*args, **kwargs)
+
+        def wrap(func):
+            return decorator(_verbosity(_handle_errors(func)))
+
+        return wrap
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgepipe")
+@_verbosity
+def main() -> None:
+    """Quantize Keras models to int8 TFLite and check them on host, Raspberry Pi and MCU targets.
+
+    Progress goes to stderr; results (a Markdown table, or JSON with --json) go to stdout.
+    """
 
 
 @main.command()
@@ -99,7 +146,7 @@ def main(quiet: bool, verbose: bool) -> None:
               help="int8 = full integer with int8 I/O; int16x8, float16, dynamic (weights only), float32.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("edgepipe-out"), show_default=True,
               help="Folder for the .tflite files and report.json/report.md.")
-@click.option("--target", "targets", multiple=True, type=click.Choice(TARGET_NAMES),
+@click.option("--target", "targets", multiple=True, type=TargetChoice(),
               help="Also run on these targets (repeatable) [default: host].")
 @click.option("--float-io", is_flag=True, help="Keep float32 input/output (quantize/dequantize inside the model).")
 @click.option("--dynamic-batch", is_flag=True,
@@ -111,7 +158,6 @@ def main(quiet: bool, verbose: bool) -> None:
 @_preprocess_options
 @_run_options
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
-@_handle_errors
 def convert(model, calib, eval_, recipe, out, targets, float_io, dynamic_batch, calib_samples, unsafe, overwrite,
             scale, offset, color_mode, threads, runs, warmup, batch_size, emulate, as_json):
     """Quantize MODEL (.keras, .h5 or SavedModel folder) and verify it against the float model."""
@@ -138,14 +184,14 @@ def convert(model, calib, eval_, recipe, out, targets, float_io, dynamic_batch, 
 @click.option("--patience", type=click.IntRange(min=1), default=2, show_default=True,
               help="Early stopping: epochs without a better eval loss.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for deterministic training.")
-@click.option("--strategy", type=click.Choice(["default", "mirrored"]), default="default", show_default=True,
+@click.option("--strategy", type=click.Choice(Strategy.choices()), default=str(Strategy.DEFAULT), show_default=True,
               help="tf.distribute strategy: 'mirrored' trains on all local GPUs.")
 @click.option("--parity-tolerance", type=click.FloatRange(min=0), default=0.01, show_default=True,
               help="Largest accepted accuracy gap between the QAT Keras model and its .tflite.")
 @click.option("--fresh", is_flag=True, help="Ignore a checkpoint left in --out by an interrupted run.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("edgepipe-out"), show_default=True,
               help="Folder for the .tflite files, report.json/report.md and the training checkpoint.")
-@click.option("--target", "targets", multiple=True, type=click.Choice(TARGET_NAMES),
+@click.option("--target", "targets", multiple=True, type=TargetChoice(),
               help="Also run the QAT model on these targets (repeatable) [default: host].")
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code).")
 @click.option("--overwrite", is_flag=True, help="Replace existing files in --out.")
@@ -153,7 +199,6 @@ def convert(model, calib, eval_, recipe, out, targets, float_io, dynamic_batch, 
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the interpreter [default: all cores].")
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed inferences for latency.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
-@_handle_errors
 def qat(model, train, eval_, calib, epochs, batch_size, learning_rate, patience, seed, strategy, parity_tolerance,
         fresh, out, targets, unsafe, overwrite, scale, offset, color_mode, threads, runs, as_json):
     """Quantization-aware training with tfmot, reported side by side with PTQ.
@@ -175,7 +220,7 @@ def qat(model, train, eval_, calib, epochs, batch_size, learning_rate, patience,
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", required=True, type=click.Choice(TARGET_NAMES), help="Where to run (see `edgepipe targets`).")
+@click.option("--target", required=True, type=TargetChoice(), help="Where to run (see `edgepipe targets`).")
 @click.option("--eval", "eval_", type=click.Path(path_type=Path), help="Evaluation data: image folder or .npz with x (and y).")
 @_preprocess_options
 @_run_options
@@ -187,12 +232,9 @@ def qat(model, train, eval_, calib, epochs, batch_size, learning_rate, patience,
 @click.option("--remote-python", default="python3", show_default=True,
               help="Python on the device that has numpy and a LiteRT interpreter.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON to stdout.")
-@_handle_errors
 def run(model, target, eval_, scale, offset, color_mode, threads, runs, warmup, batch_size, emulate, ssh_host, port,
         identity, known_hosts, remote_python, as_json):
     """Run a .tflite MODEL on a target: accuracy over --eval, latency, and what the runtime did."""
-    if emulate and ssh_host:
-        raise click.UsageError("choose either --emulate or --host, not both.")
     remote = SshOptions(host=ssh_host, port=port, identity=identity, known_hosts=known_hosts,
                         python=remote_python) if ssh_host else None
     report = api.run_on_target(
@@ -205,7 +247,6 @@ def run(model, target, eval_, scale, offset, color_mode, threads, runs, warmup, 
 
 @main.command(name="targets")
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
-@_handle_errors
 def list_targets(as_json):
     """List the registered targets."""
     rows = api.list_targets()
@@ -223,12 +264,11 @@ def list_targets(as_json):
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", required=True, type=click.Choice(TARGET_NAMES), help="Microcontroller target (see `edgepipe targets`).")
+@click.option("--target", required=True, type=TargetChoice(), help="Microcontroller target (see `edgepipe targets`).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("deploy"), show_default=True,
               help="Folder for model_data.h/.cc, model_ops.h and deploy.json.")
 @click.option("--overwrite", is_flag=True, help="Replace existing files in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle manifest as JSON.")
-@_handle_errors
 def deploy(model, target, out, overwrite, as_json):
     """Write a C++ bundle for a TFLM firmware: model array, arena size, op resolver, I/O scales."""
     manifest = api.deploy(model, target, out, overwrite=overwrite)
@@ -246,7 +286,6 @@ def deploy(model, target, out, overwrite, as_json):
               help="Folder for the artifacts and report.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier demo's files in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
-@_handle_errors
 def demo(out, overwrite, as_json):
     """Run the whole pipeline on the bundled MNIST sample and reference CNN."""
     _emit(api.demo(out, overwrite=overwrite).report, as_json)

@@ -1,15 +1,64 @@
-"""What a conversion run was asked to do: one frozen, serialisable config."""
+"""What a run was asked to do: frozen, validated, serialisable configs.
+
+Every config accepts ``str`` or ``Path`` for paths and plain strings for enums, checks itself in
+``__post_init__`` (a bad value is a :class:`UsageError` naming the field), and round-trips
+through ``to_dict``/``from_dict``: ``report.json["config"]`` can be fed back in.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from targets.base import RunOptions
+from targets import RunOptions, available_targets, targets_with
 
-from .convert import DEFAULT_CALIB_SAMPLES
-from .vocab import Recipe
+from .errors import UsageError
+from .vocab import ColorMode, Recipe, Strategy
+
+DEFAULT_CALIB_SAMPLES = 500
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+def _path(value: Any, name: str, *, optional: bool) -> Path | None:
+    if value is None:
+        if optional:
+            return None
+        raise UsageError(f"{name} is required; give a path.")
+    if isinstance(value, (str, Path)) and str(value):
+        return Path(value)
+    raise UsageError(f"{name} must be a path (str or Path), not {value!r}.")
+
+
+def _number(obj: Any, name: str, kind: type, low: float, *, optional: bool = False, open_low: bool = False) -> None:
+    value = getattr(obj, name)
+    if value is None and optional:
+        return
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+        _set(obj, name, value)
+    if isinstance(value, bool) or not isinstance(value, kind) or value < low or (open_low and value == low):
+        bound = f"more than {low}" if open_low else f"at least {low}"
+        raise UsageError(f"{name} must be a {'whole number' if kind is int else 'number'} {bound}, not {value!r}.")
+
+
+def _flags(obj: Any, *names: str) -> None:
+    for name in names:
+        if not isinstance(getattr(obj, name), bool):
+            raise UsageError(f"{name} must be true or false, not {getattr(obj, name)!r}.")
+
+
+def _from_dict(cls, data: dict[str, Any], what: str):
+    if not isinstance(data, dict):
+        raise UsageError(f"{what} must be a table of settings, not {data!r}.")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UsageError(f"{what} has unknown keys {', '.join(unknown)}; known keys: {', '.join(sorted(names))}.")
+    return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -18,31 +67,66 @@ class PreprocessOverrides:
 
     scale: float | None = None
     offset: float | None = None
-    color_mode: str | None = None
+    color_mode: ColorMode | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("scale", "offset"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise UsageError(f"preprocess {name} must be a number, not {value!r}.")
+            if value is not None:
+                _set(self, name, float(value))
+        if self.color_mode is not None:
+            _set(self, "color_mode", ColorMode.parse(self.color_mode, "color_mode"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale, "offset": self.offset,
+                "color_mode": None if self.color_mode is None else str(self.color_mode)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreprocessOverrides":
+        return _from_dict(cls, data, "preprocess")
 
 
 @dataclass(frozen=True)
 class QatOptions:
+    """Quantization-aware training: labelled ``train`` data and the fine-tuning settings."""
+
     train: Path
     epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-4
     seed: int = 0
     patience: int = 2
-    strategy: str = "default"  # or "mirrored": tf.distribute.MirroredStrategy over local GPUs
+    strategy: Strategy = Strategy.DEFAULT
     parity_tolerance: float = 0.01
     resume: bool = True
 
-    def to_dict(self) -> dict:
+    def __post_init__(self) -> None:
+        _set(self, "train", _path(self.train, "qat.train", optional=False))
+        for name, low in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("seed", 0)):
+            _number(self, name, int, low)
+        _number(self, "learning_rate", float, 0.0, open_low=True)
+        _number(self, "parity_tolerance", float, 0.0)
+        _set(self, "strategy", Strategy.parse(self.strategy, "qat.strategy"))
+        _flags(self, "resume")
+
+    def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["train"] = str(self.train)
+        out["train"], out["strategy"] = str(self.train), str(self.strategy)
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "QatOptions":
+        return _from_dict(cls, data, "qat")
 
 
 @dataclass(frozen=True)
 class ConvertConfig:
+    """A conversion run: the model, its data, the recipe, where the artifacts go, which targets."""
+
     model: Path
-    calib: Path | None
+    calib: Path | None = None
     eval: Path | None = None
     recipe: Recipe = Recipe.INT8
     out: Path = Path("edgepipe-out")
@@ -56,26 +140,57 @@ class ConvertConfig:
     run: RunOptions = field(default_factory=RunOptions)
     qat: QatOptions | None = None
 
-    @property
-    def artifact_name(self) -> str:
-        return "model_int8_qat.tflite" if self.qat else f"model_{self.recipe.value}.tflite"
+    def __post_init__(self) -> None:
+        _set(self, "model", _path(self.model, "model", optional=False))
+        for name in ("calib", "eval"):
+            _set(self, name, _path(getattr(self, name), name, optional=True))
+        _set(self, "out", _path(self.out, "out", optional=False))
+        _set(self, "recipe", Recipe.parse(self.recipe, "recipe"))
+        _flags(self, "float_io", "dynamic_batch", "unsafe", "overwrite")
+        _number(self, "calib_samples", int, 1, optional=True)
+        for name, kind in (("preprocess", PreprocessOverrides), ("run", RunOptions), ("qat", QatOptions)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                _set(self, name, kind.from_dict(value))
+            elif value is not None and not isinstance(value, kind):
+                raise UsageError(f"{name} must be a {kind.__name__} or a table of its settings, not {value!r}.")
+        self._check_targets()
+        if self.qat is not None and self.recipe is not Recipe.INT8:
+            raise UsageError("quantization-aware training produces int8 models; use the int8 recipe.")
+        if self.qat is not None and self.eval is None:
+            raise UsageError("QAT stops early on the eval split and reports on it; pass --eval DATA.")
 
-    @property
-    def ptq_name(self) -> str:
-        return "model_int8_ptq.tflite"
-
-    @property
-    def output_names(self) -> list[str]:
-        names = [self.artifact_name, "report.json", "report.md"]
-        if self.qat:
-            names.insert(0, self.ptq_name)
-        return names if self.recipe is Recipe.FLOAT32 else ["model_float32.tflite", *names]
+    def _check_targets(self) -> None:
+        names = (self.targets,) if isinstance(self.targets, str) else self.targets
+        if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+            raise UsageError(f"targets must be a list of target names, not {self.targets!r}.")
+        known = available_targets()
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise UsageError(f"targets: unknown target {unknown[0]!r}; choose from: {', '.join(known)} "
+                             "(see `edgepipe targets`).")
+        # The host always runs: it is where every candidate is verified against the float model.
+        _set(self, "targets", tuple(dict.fromkeys(("host", *names))))
+        for capability, option in self.run.needs.items():
+            if not any(capability in known[name].capabilities for name in self.targets):
+                raise UsageError(f"none of the targets {', '.join(self.targets)} supports {option}; targets that do: "
+                                 f"{', '.join(targets_with(capability)) or 'none'}.")
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        """Plain JSON values; :meth:`from_dict` reads them back into an equal config."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         for key in ("model", "calib", "eval", "out"):
             out[key] = None if out[key] is None else str(out[key])
-        out["recipe"] = self.recipe.value
+        out["recipe"] = str(self.recipe)
         out["targets"] = list(self.targets)
+        out["preprocess"] = self.preprocess.to_dict()
+        out["run"] = self.run.to_dict()
         out["qat"] = self.qat.to_dict() if self.qat else None
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ConvertConfig":
+        return _from_dict(cls, data, "config")
+
+
+__all__ = ["ConvertConfig", "DEFAULT_CALIB_SAMPLES", "PreprocessOverrides", "QatOptions"]

@@ -12,17 +12,16 @@ import logging
 
 import numpy as np
 
-from targets.cstderr import CapturedStderr
+from edgecore.cstderr import CapturedStderr
 
 from . import keras_compat
+from .config import DEFAULT_CALIB_SAMPLES
 from .data import Dataset
 from .errors import ConversionError, UsageError
 from .loading import LoadedModel
 from .vocab import Recipe
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CALIB_SAMPLES = 500
 
 
 def convert_model(model: LoadedModel, recipe: Recipe, calib: Dataset | None = None, *,

@@ -28,6 +28,7 @@ def _version(dist: str) -> str | None:
 
 
 def environment() -> dict[str, str | None]:
+    """Python, platform and the versions of every library that shapes the bytes."""
     info: dict[str, str | None] = {"python": platform.python_version()}
     info.update({key: _version(dist) for key, dist in DISTRIBUTIONS.items()})
     info["platform"] = platform.platform()

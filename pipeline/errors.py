@@ -1,36 +1,9 @@
-"""The one error boundary of edgepipe.
+"""The one error boundary of edgepipe, as the library exposes it.
 
-Every failure a user can cause or fix is raised as a subclass of :class:`EdgepipeError` with a
-message that says what failed and how to fix it. The CLI turns these into one clean line on stderr
-and a non-zero exit; anything else is a bug and keeps its traceback.
+The classes live in the neutral bottom layer (:mod:`edgecore.errors`) so that the target layer can
+raise them without importing the pipeline; this module re-exports them for library users.
 """
 
-from __future__ import annotations
+from edgecore.errors import ConversionError, DataError, EdgepipeError, ModelLoadError, TargetError, UsageError
 
-
-class EdgepipeError(Exception):
-    """Base class: a failure the user can act on. ``exit_code`` is what the CLI exits with."""
-
-    exit_code = 1
-
-
-class UsageError(EdgepipeError):
-    """Options that do not fit together, an unknown recipe or target, an existing output."""
-
-    exit_code = 2
-
-
-class ModelLoadError(EdgepipeError):
-    """The model file is missing, corrupt, unsafe to load or of an unknown kind."""
-
-
-class DataError(EdgepipeError):
-    """Calibration or evaluation data is missing, empty, unreadable or of the wrong shape."""
-
-
-class ConversionError(EdgepipeError):
-    """The TFLite converter failed, or its output breaks the recipe's promise (e.g. float ops)."""
-
-
-class TargetError(EdgepipeError):
-    """A target cannot run the model: missing runtime, unsupported op, failed invocation."""
+__all__ = ["ConversionError", "DataError", "EdgepipeError", "ModelLoadError", "TargetError", "UsageError"]

@@ -24,7 +24,7 @@ def tensorflow():
     Python setting can stop them; they are captured and logged at debug level instead.
     """
     if "tensorflow" not in sys.modules:
-        from targets.cstderr import CapturedStderr
+        from edgecore.cstderr import CapturedStderr
 
         said = CapturedStderr()
         try:

@@ -19,6 +19,7 @@ import numpy as np
 from . import keras_compat
 from .artifacts import sha256_path
 from .errors import ModelLoadError
+from .vocab import ModelFormat
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class LoadedModel:
 
     path: Path
     sha256: str
-    format: str  # "keras" (Keras 3), "h5-keras3", "h5-tf_keras", "saved_model"
+    format: ModelFormat
     input_shape: tuple[int | None, ...]
     params: int
     predict_batch: Callable[[np.ndarray], np.ndarray]
@@ -44,7 +45,7 @@ class LoadedModel:
         return np.concatenate(parts).astype(np.float32)
 
     def describe(self) -> dict:
-        return {"path": str(self.path), "sha256": self.sha256, "format": self.format,
+        return {"path": str(self.path), "sha256": self.sha256, "format": str(self.format),
                 "params": self.params, "input_shape": list(self.input_shape)}
 
 
@@ -121,7 +122,7 @@ def _load_keras(path: Path, suffix: str, unsafe: bool) -> LoadedModel:
     errors = []
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
-        fmt = "keras" if suffix == ".keras" else "h5-keras3"
+        fmt = ModelFormat.KERAS if suffix == ".keras" else ModelFormat.H5_KERAS3
     except Exception as exc:  # Keras raises many types for undecodable files
         errors.append(f"Keras 3: {_first_line(exc)}")
         model = None
@@ -129,7 +130,7 @@ def _load_keras(path: Path, suffix: str, unsafe: bool) -> LoadedModel:
         # Keras 3 cannot rebuild some legacy H5 files (e.g. DepthwiseConv2D configs of Keras 2).
         try:
             model = keras_compat.legacy_keras().models.load_model(path, compile=False)
-            fmt = "h5-tf_keras"
+            fmt = ModelFormat.H5_TF_KERAS
             log.info("loaded %s with tf_keras (legacy H5)", path)
         except Exception as exc:
             errors.append(f"tf_keras: {_first_line(exc)}")
@@ -141,7 +142,7 @@ def _load_keras(path: Path, suffix: str, unsafe: bool) -> LoadedModel:
     return wrap_keras(model, path, fmt)
 
 
-def wrap_keras(model, path: Path, fmt: str, sha256: str | None = None) -> LoadedModel:
+def wrap_keras(model, path: Path, fmt: ModelFormat, sha256: str | None = None) -> LoadedModel:
     """A :class:`LoadedModel` around an in-memory Keras 3 or tf_keras model."""
     keras = keras_compat.keras3()
     if not getattr(model, "inputs", None) or len(model.inputs) != 1:
@@ -202,7 +203,7 @@ def _load_saved_model(path: Path) -> LoadedModel:
         return tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded)
 
     return LoadedModel(
-        path=path, sha256=sha256_path(path), format="saved_model",
+        path=path, sha256=sha256_path(path), format=ModelFormat.SAVED_MODEL,
         input_shape=tuple(None if d is None else int(d) for d in spec.shape), params=params,
         predict_batch=predict_batch,
         make_converter=make_converter,

@@ -19,9 +19,10 @@ import numpy as np
 
 from . import keras_compat
 from .artifacts import atomic_write_json
+from .config import QatOptions
 from .data import Dataset
 from .errors import ConversionError, UsageError
-from .config import QatOptions
+from .vocab import LayerStatus, Strategy
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,20 @@ RECURRENT_LAYERS = {"LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLST
                     "ConvLSTM3D", "TimeDistributed"}
 
 
-def scan_layers(model) -> list[dict]:
+@dataclass(frozen=True)
+class LayerRow:
+    """One layer of the scan: its name, class, what QAT does with it and why."""
+
+    layer: str
+    kind: str
+    status: LayerStatus
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "class": self.kind, "status": str(self.status), "reason": self.reason}
+
+
+def scan_layers(model) -> list[LayerRow]:
     """Classify every layer: ``quantized`` (tfmot default registry), ``custom`` (output-only
     config), ``float`` (weightless, left to the converter's calibration) or ``unsupported``."""
     keras_compat.tfmot()  # imports tfmot without letting it switch the process to Keras 2
@@ -53,27 +67,28 @@ def scan_layers(model) -> list[dict]:
         if kind == "InputLayer":
             continue
         if kind == "Lambda":
-            status, reason = "unsupported", "Lambda layers run arbitrary Python that tfmot cannot quantize"
+            status, reason = LayerStatus.UNSUPPORTED, "Lambda layers run arbitrary Python that tfmot cannot quantize"
         elif custom_class:
-            status, reason = "unsupported", "custom layer class: give it a QuantizeConfig or replace it"
+            status, reason = LayerStatus.UNSUPPORTED, "custom layer class: give it a QuantizeConfig or replace it"
         elif kind in RECURRENT_LAYERS:
-            status, reason = "unsupported", "recurrent layers are not supported by tfmot's default 8-bit scheme"
+            status, reason = LayerStatus.UNSUPPORTED, "recurrent layers are not supported by tfmot's default 8-bit scheme"
         elif registry.supports(layer):
-            status, reason = "quantized", "tfmot default 8-bit registry"
+            status, reason = LayerStatus.QUANTIZED, "tfmot default 8-bit registry"
         elif kind in OUTPUT_ONLY_LAYERS:
-            status, reason = "custom", "weightless; edgepipe's output-only quantize config"
+            status, reason = LayerStatus.CUSTOM, "weightless; edgepipe's output-only quantize config"
         elif not layer.weights:
-            status, reason = "float", "weightless and unknown to tfmot; quantized by calibration at conversion"
+            status, reason = LayerStatus.FLOAT, "weightless and unknown to tfmot; quantized by calibration at conversion"
         else:
-            status, reason = "unsupported", f"{kind} has weights and no tfmot quantize config"
-        rows.append({"layer": layer.name, "class": kind, "status": status, "reason": reason})
+            status, reason = LayerStatus.UNSUPPORTED, f"{kind} has weights and no tfmot quantize config"
+        rows.append(LayerRow(layer=layer.name, kind=kind, status=status, reason=reason))
     return rows
 
 
-def refuse_unsupported(scan: list[dict]) -> None:
-    bad = [row for row in scan if row["status"] == "unsupported"]
+def refuse_unsupported(scan: list[LayerRow]) -> None:
+    """Stop before any work when a layer cannot be trained with fake quantization."""
+    bad = [row for row in scan if row.status is LayerStatus.UNSUPPORTED]
     if bad:
-        details = "; ".join(f"{row['layer']} ({row['class']}): {row['reason']}" for row in bad)
+        details = "; ".join(f"{row.layer} ({row.kind}): {row.reason}" for row in bad)
         raise UsageError(f"quantization-aware training cannot handle these layers: {details}.")
 
 
@@ -106,18 +121,18 @@ def _output_only_config():
     return OutputOnlyConfig
 
 
-def quantize(model, scan: list[dict]):
+def quantize(model, scan: list[LayerRow]):
     """Annotate supported layers (and custom-config ones) and apply tfmot's quantization."""
     tfmot = keras_compat.tfmot()
     kit = keras_compat.legacy_keras()
     annotate = tfmot.quantization.keras.quantize_annotate_layer
-    status = {row["layer"]: row["status"] for row in scan}
+    status = {row.layer: row.status for row in scan}
     config_class = _output_only_config()
 
     def clone(layer):
-        if status.get(layer.name) == "quantized":
+        if status.get(layer.name) is LayerStatus.QUANTIZED:
             return annotate(layer)
-        if status.get(layer.name) == "custom":
+        if status.get(layer.name) is LayerStatus.CUSTOM:
             return annotate(layer, quantize_config=config_class())
         return layer
 
@@ -152,6 +167,8 @@ def _fingerprint(model_sha: str, train: Dataset, eval_data: Dataset, options: Qa
 
 @dataclass
 class TrainingOutcome:
+    """The fine-tuned model and how training went."""
+
     model: object
     epochs_run: int
     resumed_from_epoch: int
@@ -159,14 +176,15 @@ class TrainingOutcome:
     history: list[dict]
 
 
-def train(float_model, scan: list[dict], train_data: Dataset, eval_data: Dataset, options: QatOptions,
+def train(float_model, scan: list[LayerRow], train_data: Dataset, eval_data: Dataset, options: QatOptions,
           out: Path, model_sha: str, classifier: bool, softmax_head: bool) -> TrainingOutcome:
     """Fine-tune with fake quantization; checkpoint each epoch in ``out``; resume when possible."""
     tf = keras_compat.tensorflow()
     kit = keras_compat.legacy_keras()
     kit.utils.set_random_seed(options.seed)
     tf.config.experimental.enable_op_determinism()
-    strategy = tf.distribute.MirroredStrategy() if options.strategy == "mirrored" else tf.distribute.get_strategy()
+    strategy = (tf.distribute.MirroredStrategy() if options.strategy is Strategy.MIRRORED
+                else tf.distribute.get_strategy())
     log.info("QAT under %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
     with strategy.scope():
         model = quantize(float_model, scan)
@@ -190,7 +208,7 @@ def train(float_model, scan: list[dict], train_data: Dataset, eval_data: Dataset
         elif state.get("fingerprint") != fingerprint:
             log.info("ignoring the checkpoint in %s: it was made from other inputs or options", folder)
 
-    callbacks = [_Progress(options.epochs), _Checkpoint(folder, fingerprint, history),
+    callbacks = [_callback("_Progress")(options.epochs), _callback("_Checkpoint")(folder, fingerprint, history),
                  kit.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience, restore_best_weights=True)]
     fit = model.fit(train_data.x, train_data.y, validation_data=(eval_data.x, eval_data.y), epochs=options.epochs,
                     initial_epoch=start, batch_size=options.batch_size, shuffle=True, verbose=0,
@@ -206,34 +224,48 @@ def discard_checkpoint(out: Path) -> None:
     shutil.rmtree(Path(out) / CHECKPOINT_DIR, ignore_errors=True)
 
 
-def _callback_base():
-    return keras_compat.legacy_keras().callbacks.Callback
+def _make_callbacks() -> dict[str, type]:
+    """The Keras callbacks, made on first use: their base class needs tf_keras, which must not be
+    imported (it imports TensorFlow) just because this module is."""
+    base = keras_compat.legacy_keras().callbacks.Callback
+
+    class _Progress(base):
+        """One line per epoch on stderr (through logging): loss and accuracy, train and eval."""
+
+        def __init__(self, epochs: int) -> None:
+            super().__init__()
+            self.epochs = epochs
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            parts = [f"{k} {v:.4f}" for k, v in logs.items()]
+            log.info("QAT epoch %d/%d: %s", epoch + 1, self.epochs, ", ".join(parts))
+
+    class _Checkpoint(base):
+        """Weights after every epoch, then a state file pointing at them (written atomically last)."""
+
+        def __init__(self, folder: Path, fingerprint: str, history: list[dict]) -> None:
+            super().__init__()
+            self.folder, self.fingerprint, self.history = folder, fingerprint, history
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            name = f"epoch-{epoch + 1:03d}"
+            self.model.save_weights(str(self.folder / name))
+            self.history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+            atomic_write_json(self.folder / "state.json", {"fingerprint": self.fingerprint, "epoch": epoch + 1,
+                                                            "checkpoint": name, "history": self.history})
+
+    return {"_Progress": _Progress, "_Checkpoint": _Checkpoint}
 
 
-class _Progress(_callback_base()):
-    """One line per epoch on stderr (through logging): loss and accuracy, train and eval."""
-
-    def __init__(self, epochs: int) -> None:
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = {k: float(v) for k, v in (logs or {}).items()}
-        parts = [f"{k} {v:.4f}" for k, v in logs.items()]
-        log.info("QAT epoch %d/%d: %s", epoch + 1, self.epochs, ", ".join(parts))
+def _callback(name: str) -> type:
+    if name not in globals():
+        globals().update(_make_callbacks())
+    return globals()[name]
 
 
-class _Checkpoint(_callback_base()):
-    """Weights after every epoch, then a state file pointing at them (written atomically last)."""
-
-    def __init__(self, folder: Path, fingerprint: str, history: list[dict]) -> None:
-        super().__init__()
-        self.folder, self.fingerprint, self.history = folder, fingerprint, history
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{epoch + 1:03d}"
-        self.model.save_weights(str(self.folder / name))
-        self.history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
-        atomic_write_json(self.folder / "state.json", {"fingerprint": self.fingerprint, "epoch": epoch + 1,
-                                                        "checkpoint": name, "history": self.history})
+def __getattr__(name: str):
+    if name in ("_Progress", "_Checkpoint"):
+        return _callback(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

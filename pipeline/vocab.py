@@ -1,97 +1,20 @@
-"""The shared vocabulary: recipes, colour modes and the preprocessing spec.
+"""The shared vocabulary, as the library exposes it (defined in :mod:`edgecore.vocab`)."""
 
-Frozen dataclasses and ``str`` enums with ``to_dict``/``from_dict`` so that JSON reports, TOML
-files and click choices all speak the same words. No TensorFlow here.
-"""
+from edgecore.vocab import (
+                            Activations,
+                            Calibration,
+                            Capability,
+                            Choice,
+                            ColorMode,
+                            Kernels,
+                            LayerStatus,
+                            ModelFormat,
+                            Preprocess,
+                            Recipe,
+                            Strategy,
+                            Task,
+                            Weights,
+)
 
-from __future__ import annotations
-
-import enum
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
-
-
-class Recipe(str, enum.Enum):
-    """How the converter quantizes the model."""
-
-    INT8 = "int8"
-    INT16X8 = "int16x8"
-    FLOAT16 = "float16"
-    DYNAMIC = "dynamic"
-    FLOAT32 = "float32"
-
-    @property
-    def needs_calibration(self) -> bool:
-        """Full-integer recipes calibrate activation ranges on representative data."""
-        return self in (Recipe.INT8, Recipe.INT16X8)
-
-    @classmethod
-    def choices(cls) -> list[str]:
-        return [member.value for member in cls]
-
-
-class ColorMode(str, enum.Enum):
-    """How images are decoded before they reach the model."""
-
-    GRAYSCALE = "grayscale"
-    RGB = "rgb"
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """One preprocessing spec, applied identically to float evaluation, calibration and targets.
-
-    ``model_input = raw * scale + offset`` where ``raw`` is the decoded sample (uint8 pixels for
-    images). ``scale=None`` means "not decided yet": :meth:`resolve` picks 1/255 for uint8 data and
-    1.0 otherwise, and the resolved value is what gets recorded.
-    """
-
-    shape: tuple[int, ...]
-    color_mode: ColorMode | None = None
-    scale: float | None = None
-    offset: float = 0.0
-    layout: str = "NHWC"
-
-    @property
-    def is_image(self) -> bool:
-        return self.color_mode is not None
-
-    @property
-    def height_width(self) -> tuple[int, int] | None:
-        return (self.shape[0], self.shape[1]) if self.is_image else None
-
-    def resolve(self, raw_dtype: Any) -> "Preprocess":
-        """Fix ``scale`` from the raw data's dtype if the user did not choose one."""
-        if self.scale is not None:
-            return self
-        import numpy as np
-
-        return replace(self, scale=1.0 / 255.0 if np.dtype(raw_dtype) == np.uint8 else 1.0)
-
-    @classmethod
-    def from_input_shape(cls, shape: tuple[int | None, ...], **overrides: Any) -> "Preprocess":
-        """Derive the default spec from a model input shape such as ``(None, 28, 28, 1)``."""
-        sample_shape = tuple(int(d) for d in shape[1:])
-        color = None
-        if len(sample_shape) == 3 and sample_shape[-1] in (1, 3):
-            color = ColorMode.GRAYSCALE if sample_shape[-1] == 1 else ColorMode.RGB
-        spec = cls(shape=sample_shape, color_mode=color)
-        chosen = {k: v for k, v in overrides.items() if v is not None}
-        if "color_mode" in chosen:
-            chosen["color_mode"] = ColorMode(chosen["color_mode"])
-        return replace(spec, **chosen)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["shape"] = list(self.shape)
-        out["color_mode"] = self.color_mode.value if self.color_mode else None
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Preprocess":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["shape"] = tuple(values["shape"])
-        if values.get("color_mode"):
-            values["color_mode"] = ColorMode(values["color_mode"])
-        return cls(**values)
+__all__ = ["Activations", "Calibration", "Capability", "Choice", "ColorMode", "Kernels", "LayerStatus",
+           "ModelFormat", "Preprocess", "Recipe", "Strategy", "Task", "Weights"]

@@ -2,9 +2,21 @@
 
 Needs only numpy and one LiteRT interpreter (``ai_edge_litert``, else ``tflite_runtime``, else
 ``tf.lite``), never TensorFlow's converter, so the runners work on a device without TensorFlow.
+This module is the layer's public surface: the pipeline uses these names and nothing else.
 """
 
-from .base import RunOptions, Target, TargetResult
-from .registry import available_targets, get_target
+from edgecore.vocab import Capability
 
-__all__ = ["RunOptions", "Target", "TargetResult", "available_targets", "get_target"]
+from .base import DeployBundle, RunOptions, SshOptions, Target, TargetResult
+from .registry import (
+                       available_targets,
+                       check_options,
+                       get_target,
+                       register_target,
+                       require,
+                       targets_with,
+                       unregister_target,
+)
+
+__all__ = ["Capability", "DeployBundle", "RunOptions", "SshOptions", "Target", "TargetResult", "available_targets",
+           "check_options", "get_target", "register_target", "require", "targets_with", "unregister_target"]

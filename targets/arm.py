@@ -17,13 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgecore.metrics import latency_summary, step_difference, top1_accuracy
+from edgecore.model_info import dequantize, inspect_model, quantize
+from edgecore.vocab import Capability, Kernels
+
 from . import emulator, ssh
 from .base import RunOptions, Target, TargetResult
-from .graph import dequantize, inspect_model, quantize
+from .host import litert_problems
 from .litert_runner import evaluate_raw, time_invocations
 from .mcu_profiles import BOARDS_DIR, Profile
-from .metrics import latency_summary, step_difference, top1_accuracy
-from .host import litert_problems
 from .runtime import load_runtime
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ COUNTED_INVOKES = 4
 
 @dataclass(frozen=True)
 class ArmProfile(Profile):
+    """A Raspberry Pi / ARM Linux board profile (clock, cores, power, QEMU CPU)."""
+
     qemu_cpu: str = "cortex-a72"
 
     def power_w(self, threads: int) -> float:
@@ -42,6 +46,7 @@ class ArmProfile(Profile):
 
 @functools.lru_cache(maxsize=None)
 def arm_profiles() -> dict[str, ArmProfile]:
+    """Every ARM board profile under ``targets/boards/arm``, by name."""
     profiles = {}
     for path in sorted((BOARDS_DIR / "arm").glob("*.toml")):
         data = tomllib.loads(path.read_text())
@@ -51,7 +56,10 @@ def arm_profiles() -> dict[str, ArmProfile]:
 
 
 class ArmTarget(Target):
-    capabilities = frozenset({"run", "accuracy", "latency", "energy", "ssh", "emulate", "instruction-count"})
+    """An ARM Linux board: on the device, over SSH, or emulated here under QEMU."""
+
+    capabilities = frozenset({Capability.RUN, Capability.ACCURACY, Capability.LATENCY, Capability.ENERGY,
+                              Capability.SSH, Capability.EMULATE, Capability.INSTRUCTION_COUNT})
 
     def __init__(self, profile: ArmProfile) -> None:
         self.profile = profile
@@ -81,9 +89,9 @@ class ArmTarget(Target):
             if machine not in ("aarch64", "arm64"):
                 log.warning("%s: running on this %s machine, so the figures are this machine's; use --emulate, "
                             "or --host USER@PI to run on the board", self.name, machine)
-            raw = evaluate_raw(model, info, q, kernels="xnnpack", threads=threads, batch_size=1)[0] if q is not None else None
+            raw = evaluate_raw(model, info, q, kernels=Kernels.XNNPACK, threads=threads, batch_size=1)[0] if q is not None else None
             sample = x[:1] if x is not None and len(x) else np.zeros((1, *info.inputs[0].shape[1:]), np.float32)
-            latency, delegated = time_invocations(model, info, sample, kernels="xnnpack", threads=threads,
+            latency, delegated = time_invocations(model, info, sample, kernels=Kernels.XNNPACK, threads=threads,
                                                   warmup=options.warmup, runs=options.runs)
             runtime, measured_on = load_runtime().describe(), f"this machine ({machine})"
         result = TargetResult(target=self.name, runtime=runtime, delegate="XNNPACK" if delegated["partitions"] else None,
@@ -117,7 +125,7 @@ class ArmTarget(Target):
             "emulated_wall_ms_p50": round(float(np.median(runner["latency_ns"])) / 1e6, 3),
         })
         if raw is not None:
-            host_raw, _ = evaluate_raw(model, info, q, kernels="xnnpack", threads=1, batch_size=1)
+            host_raw, _ = evaluate_raw(model, info, q, kernels=Kernels.XNNPACK, threads=1, batch_size=1)
             same = raw.shape == host_raw.shape and bool(np.array_equal(raw, host_raw))
             result.details["bit_exact_vs_host"] = same
             if raw.shape == host_raw.shape:

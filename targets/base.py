@@ -1,12 +1,24 @@
-"""The target interface: ``check``, ``run`` and ``capabilities``, and what a run returns."""
+"""The target interface: ``check``, ``run``, ``capabilities`` (and ``deploy`` where offered),
+the options a run takes and what it returns."""
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
+
+from edgecore.errors import UsageError
+from edgecore.vocab import Capability
+
+
+def _known(cls, data: dict[str, Any], what: str) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UsageError(f"{what} has unknown keys {', '.join(unknown)}; known keys: {', '.join(sorted(names))}.")
+    return dict(data)
 
 
 @dataclass(frozen=True)
@@ -20,6 +32,19 @@ class SshOptions:
     python: str = "python3"
     timeout: int = 15
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host.strip() or self.host.startswith("-"):
+            raise UsageError(f"--host {self.host!r} is not a host name; give USER@HOST.")
+        if self.port is not None and not 1 <= int(self.port) <= 65535:
+            raise UsageError(f"--port {self.port} is not a TCP port; give a number from 1 to 65535.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SshOptions":
+        return cls(**_known(cls, data, "ssh options"))
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -32,6 +57,37 @@ class RunOptions:
     batch_size: int = 64
     emulate: bool = False
     ssh: SshOptions | None = None
+
+    def __post_init__(self) -> None:
+        for name, low in (("threads", 1), ("warmup", 0), ("runs", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if value is None and name == "threads":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UsageError(f"run option {name} must be a whole number of at least {low}, not {value!r}.")
+        if isinstance(self.ssh, dict):
+            object.__setattr__(self, "ssh", SshOptions.from_dict(self.ssh))
+        if self.emulate and self.ssh is not None:
+            raise UsageError("choose either --emulate or --host, not both.")
+
+    @property
+    def needs(self) -> dict[Capability, str]:
+        """The capabilities these options ask of a target, with the option that asks."""
+        wanted = {}
+        if self.emulate:
+            wanted[Capability.EMULATE] = "--emulate"
+        if self.ssh is not None:
+            wanted[Capability.SSH] = "--host"
+        return wanted
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ssh"] = self.ssh.to_dict() if self.ssh else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunOptions":
+        return cls(**_known(cls, data, "run options"))
 
 
 @dataclass
@@ -59,17 +115,26 @@ class TargetResult:
         return out
 
 
+@dataclass(frozen=True)
+class DeployBundle:
+    """Files a firmware project includes as they are, and a manifest of the facts behind them."""
+
+    files: dict[str, bytes]
+    manifest: dict[str, Any]
+
+
 class Target(abc.ABC):
-    """A place a ``.tflite`` runs. Implementations register under the ``edgepipe.targets`` group."""
+    """A place a ``.tflite`` runs. Register instances with :func:`targets.register_target` (or the
+    ``edgepipe.targets`` entry point group, for plugins)."""
 
     name: str = ""
     description: str = ""
-    capabilities: frozenset[str] = frozenset()
+    capabilities: frozenset[Capability] = frozenset()
 
     def summary(self) -> dict[str, Any]:
         """One row for ``edgepipe targets``."""
         return {"name": self.name, "description": self.description,
-                "capabilities": sorted(self.capabilities)}
+                "capabilities": sorted(str(c) for c in self.capabilities)}
 
     @abc.abstractmethod
     def check(self, model: bytes) -> list[str]:
@@ -79,3 +144,7 @@ class Target(abc.ABC):
     def run(self, model: bytes, x: np.ndarray | None, y: np.ndarray | None,
             options: RunOptions) -> TargetResult:
         """Run ``model`` on preprocessed float inputs ``x`` (labels ``y``) and time it."""
+
+    def deploy(self, model: bytes, *, tool_version: str) -> DeployBundle:
+        """The firmware bundle for ``model`` (targets with :attr:`Capability.DEPLOY` only)."""
+        raise UsageError(f"target {self.name} has no deploy bundle.")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .flatbuffer import OpUse
+from edgecore.flatbuffer import OpUse
 
 MAC_CLASSES = ("conv", "pointwise", "depthwise", "fully_connected")
 ELEMENT_CLASSES = ("elementwise", "pool", "softmax", "movement")
@@ -68,6 +68,7 @@ class Work:
 
 
 def model_work(ops: list[OpUse]) -> Work:
+    """MACs, elements and bytes moved per op class, summed over the model."""
     macs = dict.fromkeys(MAC_CLASSES, 0)
     outputs = dict.fromkeys(MAC_CLASSES, 0)
     elements = dict.fromkeys(ELEMENT_CLASSES, 0)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 
-from .flatbuffer import read_ops
-from .graph import ModelInfo
+from edgecore.flatbuffer import read_ops
+from edgecore.model_info import ModelInfo
+
+from .base import DeployBundle
 
 # MicroMutableOpResolver method names that do not follow the CamelCase-of-the-op-name rule.
 _ADD_EXCEPTIONS = {
@@ -34,12 +35,6 @@ def add_method(op: str) -> str:
     return "Add" + "".join(part.capitalize() if not part[0].isdigit() else part.upper() for part in op.split("_"))
 
 
-@dataclass(frozen=True)
-class Bundle:
-    files: dict[str, bytes]
-    manifest: dict
-
-
 def _c_array(blob: bytes, per_line: int = 12) -> str:
     rows = (", ".join(f"0x{b:02x}" for b in blob[i:i + per_line]) for i in range(0, len(blob), per_line))
     return ",\n    ".join(rows)
@@ -50,7 +45,9 @@ def _float(value: float) -> str:
 
 
 def build_bundle(model: bytes, info: ModelInfo, *, target: str, arena_bytes: int, arena_measured: int,
-                 tool_version: str) -> Bundle:
+                 tool_version: str, facts: dict | None = None) -> DeployBundle:
+    """The bundle for ``model`` with ``kTensorArenaSize = arena_bytes``; ``facts`` (fit verdict,
+    RAM, flash) go into the manifest and ``deploy.json``."""
     ops = list(dict.fromkeys(use.name for use in read_ops(model)))
     digest = hashlib.sha256(model).hexdigest()
     source, result = info.inputs[0], info.outputs[0]
@@ -127,7 +124,8 @@ inline TfLiteStatus RegisterOps(OpResolver& resolver) {{
         "ops": ops, "resolver_methods": [add_method(op) for op in ops],
         "input": source.to_dict(), "output": result.to_dict(),
         "files": ["model_data.h", "model_data.cc", "model_ops.h", "deploy.json"],
+        **(facts or {}),
     }
     files = {"model_data.h": header.encode(), "model_data.cc": data.encode(), "model_ops.h": resolver.encode(),
              "deploy.json": (json.dumps(manifest, indent=2) + "\n").encode()}
-    return Bundle(files=files, manifest=manifest)
+    return DeployBundle(files=files, manifest=manifest)

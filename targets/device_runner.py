@@ -54,6 +54,7 @@ def load_interpreter_module():
 
 
 def resolver_types(module):
+    """The interpreter module's OpResolverType enum (its location moved between runtimes)."""
     types = getattr(module, "OpResolverType", None)
     return types if types is not None else module.experimental.OpResolverType
 
@@ -154,6 +155,7 @@ def marked_invokes(interpreter, sample, count: int, warmup: int = 16) -> None:
 
 
 def main(argv=None) -> int:
+    """Command-line entry point on the device: run, time, print one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--inputs", help=".npy of samples in the model's input type")

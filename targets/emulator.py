@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import TargetError
+from edgecore.errors import TargetError
 
 from . import device_runner
 
@@ -20,10 +20,12 @@ SITE = "/opt/edgepipe/site-packages"  # inside the sysroot
 
 
 def cache_dir() -> Path:
+    """Where ``make arm-emulator`` puts the sysroot, wheels and plugin."""
     return Path(os.environ.get("EDGEPIPE_ARM_CACHE", Path.home() / ".cache" / "edgepipe" / "arm64"))
 
 
 def ensure_ready() -> Path:
+    """The emulator cache, or a TargetError naming the make target that builds it."""
     cache = cache_dir()
     if not (cache / ".complete").exists() or shutil.which("qemu-aarch64") is None:
         raise TargetError(

@@ -7,10 +7,12 @@ import os
 
 import numpy as np
 
+from edgecore.metrics import top1_accuracy
+from edgecore.model_info import inspect_model
+from edgecore.vocab import Capability, Kernels
+
 from .base import RunOptions, Target, TargetResult
-from .graph import inspect_model
 from .litert_runner import evaluate, time_invocations
-from .metrics import top1_accuracy
 from .runtime import load_runtime
 
 log = logging.getLogger(__name__)
@@ -25,9 +27,11 @@ def litert_problems(model: bytes) -> list[str]:
 
 
 class HostTarget(Target):
+    """This machine's CPU through LiteRT with the XNNPACK delegate."""
+
     name = "host"
     description = "this machine's CPU: LiteRT with the XNNPACK delegate"
-    capabilities = frozenset({"run", "latency", "accuracy", "xnnpack"})
+    capabilities = frozenset({Capability.RUN, Capability.LATENCY, Capability.ACCURACY, Capability.XNNPACK})
 
     def check(self, model: bytes) -> list[str]:
         return litert_problems(model)
@@ -40,7 +44,7 @@ class HostTarget(Target):
         result = TargetResult(target=self.name, runtime=runtime.describe(), delegate=None, threads=threads)
         if x is not None and len(x):
             log.info("host: evaluating %d samples", len(x))
-            outputs, batch = evaluate(model, info, x, kernels="xnnpack", threads=threads,
+            outputs, batch = evaluate(model, info, x, kernels=Kernels.XNNPACK, threads=threads,
                                       batch_size=options.batch_size)
             result.outputs, result.samples = outputs, len(x)
             result.accuracy = top1_accuracy(outputs, y)
@@ -49,7 +53,7 @@ class HostTarget(Target):
         else:
             sample = np.zeros((1, *info.inputs[0].shape[1:]), dtype=np.float32)
         log.info("host: timing %d runs after %d warm-up", options.runs, options.warmup)
-        latency, delegated = time_invocations(model, info, sample, kernels="xnnpack", threads=threads,
+        latency, delegated = time_invocations(model, info, sample, kernels=Kernels.XNNPACK, threads=threads,
                                               warmup=options.warmup, runs=options.runs)
         result.latency_ms = latency
         result.delegate = "XNNPACK" if delegated["partitions"] else None

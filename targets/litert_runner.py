@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgecore.metrics import latency_summary
+from edgecore.model_info import ModelInfo, dequantize, quantize
+
 from . import device_runner
-from .graph import ModelInfo, dequantize, quantize
-from .metrics import latency_summary
 from .runtime import delegation, make_interpreter
 
 

@@ -8,20 +8,26 @@ import math
 
 import numpy as np
 
-from .base import RunOptions, Target, TargetResult
+from edgecore.flatbuffer import read_ops
+from edgecore.metrics import step_difference, top1_accuracy
+from edgecore.model_info import dequantize, inspect_model, quantize
+from edgecore.vocab import Capability, Kernels
+
+from . import tflm
+from .base import DeployBundle, RunOptions, Target, TargetResult
 from .cost_model import estimate_cycles, model_work, op_energy_mj
-from .flatbuffer import read_ops
-from .graph import dequantize, inspect_model, quantize
+from .deploy import build_bundle
 from .litert_runner import evaluate_raw
 from .mcu_profiles import BoardProfile, load_profiles, shared
-from .metrics import step_difference, top1_accuracy
-from . import tflm
 
 log = logging.getLogger(__name__)
 
 
 class McuTarget(Target):
-    capabilities = frozenset({"run", "accuracy", "arena", "fit", "estimated-latency", "energy", "deploy"})
+    """A microcontroller board: TFLM runs the model here, the board profile gives the answers."""
+
+    capabilities = frozenset({Capability.RUN, Capability.ACCURACY, Capability.ARENA, Capability.FIT,
+                              Capability.ESTIMATED_LATENCY, Capability.ENERGY, Capability.DEPLOY})
 
     def __init__(self, profile: BoardProfile) -> None:
         self.profile = profile
@@ -56,6 +62,15 @@ class McuTarget(Target):
         result.details.update(self.estimates(model, ops, info))
         result.energy_mj = result.details.pop("energy_mj")
         return result
+
+    def deploy(self, model: bytes, *, tool_version: str) -> DeployBundle:
+        """The TFLM firmware bundle, with ``kTensorArenaSize`` from the measured arena plus margin."""
+        info = inspect_model(model)
+        arena, _ = tflm.run_isolated(model, info, None)
+        memory = self.memory(model, read_ops(model), arena.total)
+        return build_bundle(model, info, target=self.name, arena_bytes=memory["arena_device_bytes"],
+                            arena_measured=arena.total, tool_version=tool_version,
+                            facts={key: memory[key] for key in ("fits", "ram_bytes", "flash_bytes")})
 
     def memory(self, model: bytes, ops, arena_bytes: int) -> dict:
         """Arena (measured) with the device margin, RAM and flash, and the fit verdict."""
@@ -107,7 +122,7 @@ class McuTarget(Target):
     def compare_with_reference(model: bytes, info, x: np.ndarray, raw: np.ndarray, y) -> dict:
         """TFLM vs LiteRT's reference kernels on the same quantized inputs, in quantization steps
         (float outputs: relative to the largest reference output)."""
-        reference, _ = evaluate_raw(model, info, quantize(x, info.inputs[0]), kernels="reference", threads=1,
+        reference, _ = evaluate_raw(model, info, quantize(x, info.inputs[0]), kernels=Kernels.REFERENCE, threads=1,
                                     batch_size=64)
         steps = step_difference(raw, reference)
         target = info.outputs[0]

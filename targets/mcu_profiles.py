@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UsageError
+from edgecore.errors import UsageError
 
 BOARDS_DIR = Path(__file__).resolve().parent / "boards"
 SHARED_FILES = {"energy", "mlperf_tiny", "tflm_ops", "tflm_runtime", "cycles_fitted"}
@@ -56,6 +56,8 @@ class Profile:
 
 @dataclass(frozen=True)
 class BoardProfile(Profile):
+    """A microcontroller board: clock, SRAM, flash, power and its cycle model."""
+
     kernels: str = ""
 
     @property
@@ -96,6 +98,7 @@ class BoardProfile(Profile):
 
 @functools.lru_cache(maxsize=None)
 def load_profiles() -> dict[str, BoardProfile]:
+    """Every MCU board profile under ``targets/boards``, by name."""
     profiles = {}
     for path in sorted(BOARDS_DIR.glob("*.toml")):
         if path.stem in SHARED_FILES:

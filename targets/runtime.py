@@ -11,19 +11,21 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import TargetError
+from edgecore.cstderr import CapturedStderr
+from edgecore.errors import TargetError
+from edgecore.vocab import Kernels
 
 from . import device_runner
-from .cstderr import CapturedStderr
 from .device_runner import delegation
 
-KERNELS = ("xnnpack", "builtin", "reference")
 log = logging.getLogger(__name__)
-__all__ = ["KERNELS", "Runtime", "delegation", "load_runtime", "make_interpreter"]
+__all__ = ["Runtime", "delegation", "load_runtime", "make_interpreter"]
 
 
 @dataclass(frozen=True)
 class Runtime:
+    """The LiteRT interpreter module in use, with its name and version."""
+
     name: str
     version: str
     module: Any
@@ -44,14 +46,19 @@ def load_runtime() -> Runtime:
     return Runtime(label, version, module)
 
 
-def make_interpreter(model: bytes, *, kernels: str = "xnnpack", threads: int | None = None):
-    """An interpreter over ``model`` bytes: ``xnnpack`` (XNNPACK delegate requested explicitly and
-    checked afterwards by :func:`delegation`), ``builtin`` (no delegate) or ``reference``."""
+def make_interpreter(model: bytes, *, kernels: Kernels = Kernels.XNNPACK, threads: int | None = None):
+    """An interpreter over ``model`` bytes, tensors allocated: ``xnnpack`` (XNNPACK delegate
+    requested explicitly and checked afterwards by :func:`delegation`), ``builtin`` (no delegate)
+    or ``reference``."""
     runtime = load_runtime()
-    said = CapturedStderr()  # LiteRT announces the XNNPACK delegate on stderr: debug log instead
+    # LiteRT announces the XNNPACK delegate on stderr when tensors are first allocated, which is
+    # when the delegate is applied: allocate here, inside the capture, so it goes to the debug log.
+    said = CapturedStderr()
     try:
         with said:
-            return device_runner.make_interpreter(runtime.module, model, kernels, threads)
+            interpreter = device_runner.make_interpreter(runtime.module, model, str(Kernels(kernels)), threads)
+            interpreter.allocate_tensors()
+            return interpreter
     except (ValueError, RuntimeError) as exc:
         raise TargetError(
             f"{runtime.describe()} cannot load this model ({str(exc).strip().splitlines()[0]}); "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import TargetError, UsageError
+from edgecore.errors import TargetError, UsageError
 
 from . import device_runner
 from .base import SshOptions
@@ -46,6 +46,8 @@ def _explain(options: SshOptions, stderr: str) -> TargetError:
 
 
 class Session:
+    """ssh/scp to one device, with host-key checking on and errors explained."""
+
     def __init__(self, options: SshOptions) -> None:
         if options.host.startswith("-") or not options.host.strip():
             raise UsageError(f"--host {options.host!r} is not a host name; give USER@HOST.")

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import TargetError
+from edgecore.cstderr import CapturedStderr
+from edgecore.errors import TargetError
+from edgecore.flatbuffer import OpUse
+from edgecore.model_info import ModelInfo, dequantize, quantize
 
-from .cstderr import CapturedStderr
-from .flatbuffer import OpUse
-from .graph import ModelInfo, dequantize, quantize
 from .mcu_profiles import shared
+from .worker import call_isolated
 
 # Big enough for any model that could fit an MCU; the recorded figure is what counts.
 PROBE_ARENA_BYTES = 16 * 1024 * 1024
@@ -26,6 +27,7 @@ _ARENA_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 
 
 def tflm_version() -> str:
+    """The installed tflite-micro version."""
     try:
         return importlib.metadata.version("tflite-micro")
     except importlib.metadata.PackageNotFoundError:
@@ -43,6 +45,7 @@ def _runtime():
 
 
 def supported_ops() -> tuple[set[str], set[str]]:
+    """Builtin and custom op names the installed TFLM build has kernels for."""
     data = shared("tflm_ops")
     return set(data["builtin"]), set(data["custom"])
 
@@ -60,6 +63,7 @@ def unsupported_ops(ops: list[OpUse]) -> list[dict]:
 
 
 def describe_unsupported(problems: list[dict]) -> str:
+    """Unsupported ops with the layers that use them, as one phrase."""
     return "; ".join(f"{p['op']} (layer {', '.join(dict.fromkeys(p['layers']))})" for p in problems)
 
 
@@ -81,6 +85,8 @@ def _interpreter(model: bytes, arena_bytes: int):
 
 @dataclass(frozen=True)
 class ArenaUse:
+    """TFLM's arena use as its recording allocator reports it."""
+
     total: int
     head: int
     tail: int
@@ -156,7 +162,6 @@ def cmsis_scratch_bytes(ops: list[OpUse]) -> int:
     return largest
 
 
-
 def _measure_and_evaluate(model: bytes, info: ModelInfo, x: np.ndarray | None):
     """Worker-process body: arena first (on zeros), then the evaluation set if any."""
     arena = measure_arena(model, info)
@@ -165,27 +170,7 @@ def _measure_and_evaluate(model: bytes, info: ModelInfo, x: np.ndarray | None):
 
 
 def run_isolated(model: bytes, info: ModelInfo, x: np.ndarray | None):
-    """Measure the arena and evaluate, in a separate process (see :func:`in_worker`)."""
-    return in_worker(_measure_and_evaluate, model, info, x)
-
-
-def in_worker(function, *args):
-    """Call ``function(*args)`` in a fresh spawned process and return its result.
-
-    TFLM is C++ that aborts the whole process on some graphs (seen with a MobileNetV1-0.25
-    visual-wake-words model in tflite-micro 0.dev20261023), so it never runs inside ours: a dead
-    worker becomes a TargetError instead of killing edgepipe.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        try:
-            return pool.submit(function, *args).result()
-        except BrokenProcessPool as exc:
-            raise TargetError(
-                f"TensorFlow Lite Micro {tflm_version()} crashed while loading or running this model "
-                "(its process died without an error message); try another tflite-micro release, or "
-                "check the model on the host target first."
-            ) from exc
+    """Measure the arena and evaluate, in a separate process (see :mod:`targets.worker`)."""
+    return call_isolated(_measure_and_evaluate, model, info, x,
+                         what=f"TensorFlow Lite Micro {tflm_version()} crashed while loading or running this model",
+                         crash_hint="check the model on the host target first")

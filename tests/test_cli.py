@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
+
+import pytest
 
 from click.testing import CliRunner
 
@@ -60,6 +65,25 @@ def test_convert_prints_markdown_summary(tiny_keras, small_npz, image_folder, tm
                                         str(small_npz), "--out", str(tmp_path), "--runs", "3"])
     assert outcome.exit_code == 0, outcome.stderr
     assert "# edgepipe report" in outcome.stdout
-    assert "[6/6] emit" in outcome.stderr
+    assert "[7/7] emit" in outcome.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_float32.tflite", "model_int8.tflite",
                                                           "report.json", "report.md"]
+
+
+def test_quiet_convert_prints_nothing_on_stderr(tiny_keras, small_npz, tmp_path):
+    # A real process: LiteRT and the converter write to file descriptor 2, which CliRunner cannot see.
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "convert", "-q", str(tiny_keras), "--calib", str(small_npz),
+                           "--eval", str(small_npz), "--target", "cortex-m4", "--out", str(tmp_path), "--runs", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "# edgepipe report" in done.stdout
+
+
+@pytest.mark.parametrize("flags, level", [(["-v"], logging.DEBUG), (["-q"], logging.ERROR), ([], logging.INFO)])
+def test_verbosity_after_the_command(demo_run, flags, level):
+    result, _ = demo_run
+    outcome = CliRunner().invoke(main, ["run", str(result.artifact), "--target", "host", "--runs", "2", *flags])
+    assert outcome.exit_code == 0, outcome.stderr
+    assert logging.getLogger("targets").getEffectiveLevel() == level
+    assert ("host: timing" in outcome.stderr) is (level <= logging.INFO)

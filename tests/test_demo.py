@@ -12,7 +12,7 @@ from pipeline.cli import main
 
 def test_report_has_the_design_keys(demo_run):
     _, report = demo_run
-    assert report["schema"] == 1
+    assert report["schema"] == 2
     for key in ("path", "sha256", "params", "macs"):
         assert report["model"][key] is not None
     assert report["recipe"] == "int8"

@@ -15,18 +15,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgecore.flatbuffer import read_ops
+from edgecore.model_info import inspect_model
 from pipeline import api
 from pipeline.cli import main
 from pipeline.errors import TargetError
 from pipeline.keras_compat import tensorflow
-from pipeline.report import render_markdown
-from targets import get_target
+from pipeline.markdown import render_markdown
+from targets import get_target, tflm
 from targets.cost_model import estimate_cycles, model_work
 from targets.deploy import add_method
-from targets.flatbuffer import read_ops
-from targets.graph import inspect_model
 from targets.mcu_profiles import BOARDS_DIR, load_profiles, shared
-from targets import tflm
+from targets.worker import call_isolated
 
 
 def _concrete_tflite(function, spec) -> bytes:
@@ -140,8 +140,10 @@ def test_model_bigger_than_flash_does_not_fit(tmp_path):
 
 
 def test_tflm_crash_becomes_a_clear_error():
-    with pytest.raises(TargetError, match="crashed while loading or running"):
-        tflm.in_worker(os.abort)
+    with pytest.raises(TargetError, match="crashed while loading or running this model: the worker process was "
+                                          "killed by SIGABRT"):
+        call_isolated(os.abort, what=f"TensorFlow Lite Micro {tflm.tflm_version()} crashed while loading or running "
+                                     "this model")
 
 
 @pytest.fixture(scope="session")

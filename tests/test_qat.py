@@ -40,6 +40,21 @@ def test_qat_is_at_least_as_good_as_ptq_and_near_float(reference_qat):
     assert report["artifact"]["path"].endswith("model_int8_qat.tflite")
 
 
+def test_ptq_and_qat_are_two_candidates_of_one_run(reference_qat):
+    report, _ = reference_qat
+    assert report["schema"] == 2 and report["chosen"] == "int8/qat"
+    rows = {row["name"]: row for row in report["candidates"]}
+    assert list(rows) == ["int8/ptq", "int8/qat"]
+    assert rows["int8/qat"]["made"]["qat"] is True and rows["int8/ptq"]["made"]["qat"] is False
+    assert rows["int8/ptq"]["made"]["calibration"] == "minmax" and rows["int8/ptq"]["made"]["source"] == "keras"
+    assert rows["int8/ptq"]["accuracy"] == report["ptq"]["accuracy"]
+    assert rows["int8/qat"]["artifact"]["sha256"] == report["artifact"]["sha256"]
+    assert rows["int8/qat"]["accuracy"] == report["quantized"]["accuracy"]
+    # Both candidates ran on every requested target.
+    assert set(rows["int8/ptq"]["targets"]) == set(rows["int8/qat"]["targets"]) == {"host", "cortex-m4"}
+    assert ConvertConfig.from_dict(report["config"]).qat.epochs == 2
+
+
 def test_parity_gate_is_reported(reference_qat):
     report, _ = reference_qat
     parity = report["qat"]["parity"]

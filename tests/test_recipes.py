@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
+from edgecore.model_info import inspect_model
 from pipeline import api
 from pipeline.config import ConvertConfig
+from pipeline.convert import convert_model
 from pipeline.data import load_dataset
 from pipeline.loading import load_model
-from pipeline.convert import convert_model
 from pipeline.vocab import Preprocess, Recipe
-from targets.graph import inspect_model
 
 EXPECTED_INPUT = {"int8": "int8", "int16x8": "int16", "float16": "float32", "dynamic": "float32",
                   "float32": "float32"}

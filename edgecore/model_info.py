@@ -1,6 +1,6 @@
 """What a ``.tflite`` holds: its inputs and outputs with quantization, its ops and their MACs.
 
-Read through an interpreter built without delegates, so every original node is visible.
+Read from the flatbuffer, so every original node is visible (no delegate has touched it).
 """
 
 from __future__ import annotations
@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .flatbuffer import read_ops
-from .runtime import make_interpreter
+from .flatbuffer import Tensor, read_graph
 
 EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 
 @dataclass(frozen=True)
 class TensorInfo:
+    """An input or output tensor: shape, type and its (per-tensor) quantization."""
+
     index: int
     name: str
     shape: tuple[int, ...]  # batch 1 where the signature is dynamic
@@ -36,6 +37,8 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class OpInfo:
+    """One operator node: its tensors, whether it computes in float, its MACs."""
+
     index: int
     name: str
     inputs: tuple[int, ...]
@@ -46,6 +49,8 @@ class OpInfo:
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """What a ``.tflite`` holds: I/O tensors, ops in execution order, tensor names."""
+
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     ops: tuple[OpInfo, ...]
@@ -77,39 +82,31 @@ class ModelInfo:
                 for op in self.ops if op.float_io and op.name not in EDGE_OPS]
 
 
-def _tensor(detail: dict) -> TensorInfo:
-    signature = tuple(int(d) for d in detail.get("shape_signature", detail["shape"]))
-    shape = tuple(int(d) for d in detail["shape"])
-    scale, zero_point = detail["quantization"]
-    return TensorInfo(
-        index=int(detail["index"]), name=detail["name"], shape=shape,
-        dynamic_batch=bool(signature) and signature[0] == -1,
-        dtype=np.dtype(detail["dtype"]).name, scale=float(scale), zero_point=int(zero_point),
-    )
+_FLOAT_TYPES = {"float32", "float16"}
+
+
+def _tensor_info(tensor: Tensor) -> TensorInfo:
+    return TensorInfo(index=tensor.index, name=tensor.name, shape=tensor.shape, dynamic_batch=tensor.dynamic_batch,
+                      dtype=tensor.dtype, scale=tensor.scale, zero_point=tensor.zero_point)
 
 
 def inspect_model(model: bytes) -> ModelInfo:
-    """Describe ``model``: I/O tensors with scale and zero point, ops with float use and MACs."""
-    interpreter = make_interpreter(model, kernels="builtin")
-    interpreter.allocate_tensors()
-    work = [use.macs for use in read_ops(model) if use.subgraph == 0]
-    details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    float_types = {np.dtype(np.float32), np.dtype(np.float16)}
+    """Describe ``model``: I/O tensors with scale and zero point, ops with float use and MACs.
+
+    Read from the flatbuffer alone (no interpreter), so it also works where no LiteRT is installed
+    and never triggers a delegate."""
+    graph = read_graph(bytes(model))
+    tensors = graph.tensors
     ops = []
-    for op in interpreter._get_ops_details():
-        inputs = tuple(int(t) for t in op["inputs"])
-        outputs = tuple(int(t) for t in op["outputs"])
-        used = [details[t]["dtype"] for t in inputs + outputs if t >= 0 and t in details]
-        ops.append(OpInfo(
-            index=int(op["index"]), name=op["op_name"], inputs=inputs, outputs=outputs,
-            float_io=any(np.dtype(t) in float_types for t in used),
-            macs=work[int(op["index"])] if int(op["index"]) < len(work) else 0,
-        ))
+    for index, (use, (ins, outs)) in enumerate(zip(graph.ops, graph.op_tensors)):
+        used = [tensors[t].dtype for t in ins + outs if 0 <= t < len(tensors)]
+        ops.append(OpInfo(index=index, name=use.name, inputs=ins, outputs=outs,
+                          float_io=any(dtype in _FLOAT_TYPES for dtype in used), macs=use.macs))
     return ModelInfo(
-        inputs=tuple(_tensor(d) for d in interpreter.get_input_details()),
-        outputs=tuple(_tensor(d) for d in interpreter.get_output_details()),
+        inputs=tuple(_tensor_info(tensors[i]) for i in graph.inputs),
+        outputs=tuple(_tensor_info(tensors[i]) for i in graph.outputs),
         ops=tuple(ops),
-        tensor_names={i: d["name"] for i, d in details.items()},
+        tensor_names={t.index: t.name for t in tensors},
     )
 
 

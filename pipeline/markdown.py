@@ -1,0 +1,137 @@
+"""report.md: a short Markdown summary of a report, to paste in a pull request.
+
+Rendered from the report dictionary alone (schema 1 or 2), so ``report.json`` is all it needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _ms(latency: dict | None, key: str) -> str:
+    return "n/a" if not latency else f"{latency[key]:.3f}"
+
+
+def _kib(count: int | None) -> str:
+    return "n/a" if count is None else f"{count / 1024:.1f} KiB"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """A short Markdown summary: what was built, how accurate, how big, how fast where."""
+    lines = ["# edgepipe report", ""]
+    model, artifact = report.get("model", {}), report["artifact"]
+    if "path" in model:
+        lines += [f"Model `{model['path']}` ({model['format']}, {model['params']:,} parameters, "
+                  f"{model['macs']:,} MACs), recipe **{report['recipe']}**.", ""]
+    data = report.get("data", {})
+    if data.get("eval"):
+        lines += [f"Evaluated on `{data['eval']['path']}` ({data['eval']['samples']} samples).", ""]
+    if "float" in report:
+        flt, q = report["float"], report["quantized"]
+        lines += [
+            "| model | accuracy | agreement with float | size | host p50 ms |",
+            "|---|---|---|---|---|",
+            f"| float (Keras / float32 .tflite) | {_pct(flt['accuracy'])} | 100% | "
+            f"{_kib(flt['tflite_bytes'])} | {_ms(flt['host_latency_ms'], 'p50')} |",
+            *(_candidate_line(report, row) for row in _rows(report)),
+            "",
+        ]
+        qat = report.get("qat")
+        parity = (qat or {}).get("parity")
+        if parity:
+            verdict = "within" if parity["ok"] else "**outside**"
+            lines += [f"QAT parity: Keras QAT model {_pct(parity['keras_accuracy'])}, its .tflite "
+                      f"{_pct(parity['tflite_accuracy'])} ({verdict} {100 * parity['tolerance']:.1f} points). "
+                      f"{qat['epochs_run']} epochs" + (", stopped early" if qat["stopped_early"] else "")
+                      + (f", resumed after epoch {qat['resumed_from_epoch']}" if qat["resumed_from_epoch"] else "")
+                      + ".", ""]
+        err = q.get("output_error") or {}
+        if err:
+            lines += [f"Output error vs float: RMSE {err['rmse']:.4g}, SNR {err['snr_db']} dB, "
+                      f"cosine {err['cosine']:.4f}. Size ratio {q['size_ratio']:.3f}.", ""]
+    lines += _cpu_table(report["targets"]) + _mcu_table(report["targets"])
+    io = artifact["input"], artifact["output"]
+    lines += [f"Input {io[0]['dtype']} {io[0]['shape']} scale {io[0]['scale']:.6g} zero point {io[0]['zero_point']}; "
+              f"output {io[1]['dtype']} scale {io[1]['scale']:.6g} zero point {io[1]['zero_point']}.",
+              f"Artifact sha256 `{artifact['sha256']}`.", ""]
+    env = report["environment"]
+    lines.append(f"TensorFlow {env.get('tensorflow')}, LiteRT {env.get('litert')}, TFLM {env.get('tflite_micro')}, "
+                 f"Python {env.get('python')}, {env.get('platform')}.")
+    return "\n".join(lines) + "\n"
+
+
+def _rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The candidate rows (schema 2); a schema-1 report's one artifact as a single row."""
+    if report.get("candidates"):
+        return report["candidates"]
+    q = report["quantized"]
+    return [{"name": report["recipe"], "made": None, "artifact": report["artifact"], "accuracy": q["accuracy"],
+             "agreement": q["agreement"], "targets": report["targets"]}]
+
+
+def _label(report: dict[str, Any], row: dict[str, Any]) -> str:
+    """``int8``; in a run with QAT, ``int8 PTQ`` and ``int8 QAT``; the chosen one marked."""
+    made = row.get("made") or {}
+    trained = any((r.get("made") or {}).get("qat") for r in _rows(report))
+    label = f"{made['recipe']} {'QAT' if made['qat'] else 'PTQ'}" if made and trained else row["name"]
+    chosen = len(_rows(report)) > 1 and row["name"] == report.get("chosen")
+    return f"{label}{' (chosen)' if chosen else ''} `{row['artifact']['path']}`"
+
+
+def _candidate_line(report: dict[str, Any], row: dict[str, Any]) -> str:
+    latency = (row.get("targets") or {}).get("host", {}).get("latency_ms")
+    return (f"| {_label(report, row)} | {_pct(row['accuracy'])} | {_pct(row['agreement'])} | "
+            f"{_kib(row['artifact']['bytes'])} | {_ms(latency, 'p50')} |")
+
+
+def _cpu_table(targets: dict[str, Any]) -> list[str]:
+    rows = {name: r for name, r in targets.items() if "arena_bytes" not in r}
+    if not rows:
+        return []
+    lines = ["| target | runtime | delegate | accuracy | p50 ms | p90 ms | runs |", "|---|---|---|---|---|---|---|"]
+    for name, result in rows.items():
+        latency = result.get("latency_ms")
+        p50, p90 = _ms(latency, "p50"), _ms(latency, "p90")
+        if latency is None and result.get("estimated_latency_ms") is not None:
+            p50 = f"est. {result['estimated_latency_ms']:.3f}"
+        lines.append(
+            f"| {name} | {result['runtime']} | {result['delegate'] or 'none'} | {_pct(result['accuracy'])} | "
+            f"{p50} | {p90} | {latency['runs'] if latency else 'n/a'} |"
+        )
+    lines.append("")
+    for name, result in rows.items():
+        if result.get("emulated"):
+            exact = "yes" if result.get("bit_exact_vs_host") else (
+                f"no, {result.get('differing_outputs_vs_host')} outputs differ by up to "
+                f"{result.get('max_diff_steps_vs_host')} step(s)" if "bit_exact_vs_host" in result else "not checked")
+            lines += [f"{name}: emulated {result['qemu_cpu']} under QEMU; {result['instructions_per_inference']:,} guest "
+                      f"instructions per inference (repeatable), estimated {result['estimated_latency_ms']:.3f} ms on "
+                      f"the board ({result['latency_method']}); outputs bit-identical to the host: {exact}.", ""]
+    for name, result in rows.items():
+        xnn = result.get("xnnpack")
+        if xnn and not xnn["full_graph"]:
+            lines += [f"{name}: XNNPACK took {xnn['delegated_ops']} of {xnn['total_ops']} ops; "
+                      f"left on the CPU kernels: {', '.join(xnn['cpu_ops'])}.", ""]
+    return lines
+
+
+def _mcu_table(targets: dict[str, Any]) -> list[str]:
+    rows = {name: r for name, r in targets.items() if "arena_bytes" in r}
+    if not rows:
+        return []
+    lines = ["| MCU target (TFLM) | accuracy | max diff vs reference | arena | RAM | flash | fits | est. latency ms | est. energy mJ |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        ref = r.get("reference") or {}
+        steps = "n/a" if not ref else f"{ref['max_diff_steps']:g} steps"
+        fits = "yes" if r["fits"] else "**no**"
+        lines.append(f"| {name} | {_pct(r['accuracy'])} | {steps} | {_kib(r['arena_bytes'])} | {_kib(r['ram_bytes'])} | "
+                     f"{_kib(r['flash_bytes'])} | {fits} | {r['estimated_latency_ms']:.2f} | {r['energy_mj']['value']:.4f} |")
+    lines += ["", "MCU latency and energy are estimates (cycle model calibrated on MLPerf Tiny; energy = estimated "
+                  "latency x board power). Arena is measured by TFLM's recording allocator; RAM adds the device margin "
+                  "and runtime; flash adds interpreter and kernel code estimates.", ""]
+    return lines
