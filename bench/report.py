@@ -16,6 +16,15 @@ def _verdict(value: float, goal: float, lower_is_better: bool = True) -> str:
     return f"goal ≤ {goal}: {'met' if met else '**missed**'}"
 
 
+def _tflm_parallel_row(entry: dict | None) -> list[str]:
+    if not entry:
+        return []
+    same = "identical outputs" if entry["identical_outputs"] else "**outputs differ**"
+    return [f"| TFLM evaluation speed-up, {entry['workers']} worker processes / 1 ({entry['model']}, "
+            f"{entry['samples']} samples, {same}) | {_r(entry['speedup'])} | "
+            f"{_verdict(entry['speedup']['median'], entry['goal'], lower_is_better=False).replace('≤', '≥')} |"]
+
+
 def write_markdown(results: dict, path: Path) -> None:
     machine, env = results["machine"], results["environment"]
     lines = [
@@ -37,6 +46,7 @@ def write_markdown(results: dict, path: Path) -> None:
         f"| runner overhead: host evaluation loop / bare set-invoke-get loop, per inference | {_r(runner['ratio'])} | "
         f"{_verdict(runner['ratio']['median'], runner['goal'])} |",
         f"| size: int8 / float32 .tflite, demo CNN | {size['demo_cnn']:.3f} | {_verdict(size['demo_cnn'], size['goal'])} |",
+        *_tflm_parallel_row(results.get("tflm_parallel")),
         "",
         f"- The whole `edgepipe convert` command over the bare converter: {_r(pipe['full_command_over_bare'])}. "
         "It converts the float32 baseline as well and times both models on the host; that is the price of the "
@@ -44,7 +54,7 @@ def write_markdown(results: dict, path: Path) -> None:
         f"- Evaluation loop vs an `invoke()`-only loop (no input or output copies): {_r(runner['ratio_vs_invoke_only'])}.",
         f"- Batch evaluation (model converted with `--dynamic-batch`, 64 samples per invoke): per-sample time "
         f"{_r(runner['batch_gain'])} faster than one sample per invoke.",
-        f"- Per inference: " + ", ".join(f"{k} {v:.1f} µs" for k, v in runner["per_inference_us"].items()) + ". "
+        "- Per inference: " + ", ".join(f"{k} {v:.1f} µs" for k, v in runner["per_inference_us"].items()) + ". "
         "The bare loops are handed inputs already in int8; the host target quantizes the float eval set with "
         "the model's scale and zero point itself, which is most of the difference.",
         "",

@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.mcu import tflm_parallel  # noqa: E402
 from edgecore.model_info import inspect_model, quantize  # noqa: E402
 from pipeline import api  # noqa: E402
 from pipeline.convert import convert_model  # noqa: E402
@@ -369,21 +370,23 @@ def main() -> None:
     cpu = cpu_peak()
     results = {"date": dt.date.today().isoformat(), "machine": {**cpu, "platform": platform.platform()},
                "environment": environment(), "repeats": REPEATS}
-    log("1/7 pipeline overhead")
+    log("1/8 pipeline overhead")
     results["pipeline_overhead"] = pipeline_overhead()
-    log("2/7 runner overhead")
+    log("2/8 runner overhead")
     results["runner_overhead"] = runner_overhead()
-    log("3-4/7 int8 vs float32 on the host, sizes")
+    log("3-4/8 int8 vs float32 on the host, sizes")
     latency, sizes, _ = int8_vs_fp32(cpu)
     results["int8_vs_fp32_latency"] = latency
     results["int8_over_fp32_size"] = {"demo_cnn": sizes["demo_cnn"]["ratio"], "goal": 0.30, "models": sizes}
     with tempfile.TemporaryDirectory() as work:
-        log("5/7 memory")
+        log("5/8 memory")
         results["memory"] = memory(Path(work))
-    log("6/7 scale")
+    log("6/8 scale")
     results["scale"] = scale()
-    log("7/7 TFLM vs LiteRT")
+    log("7/8 TFLM vs LiteRT")
     results["tflm_vs_litert"] = tflm_vs_litert()
+    log("8/8 TFLM evaluation in parallel workers")
+    results["tflm_parallel"] = tflm_parallel(interleaved, ratio)
     results["wall_seconds"] = time.perf_counter() - started
     out = ROOT / "bench" / "results.json"
     out.write_text(json.dumps(results, indent=2, default=float) + "\n")

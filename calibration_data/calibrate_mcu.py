@@ -9,6 +9,11 @@ calibration models, so the script also prints the cross-model error of the simpl
 (one cycles-per-MAC constant fitted on one model, applied to the other), which is the size of
 error to expect on models unlike both.
 
+It also measures the fit's leave-one-out error, which is what edgepipe reports next to every MCU
+latency estimate: each published figure is left out in turn and predicted from the board's other
+figure, with the conv-to-pointwise cost ratio taken from the other board's fit (one figure cannot
+fix two constants).
+
 Run: ``python calibration_data/calibrate_mcu.py`` (rewrites targets/boards/cycles_fitted.toml).
 """
 
@@ -38,20 +43,38 @@ def main() -> None:
         with contextlib.redirect_stdout(io.StringIO()):
             works[model] = model_work(read_ops(int8_tflite(model)))
     lines = ["# Cycle-model constants fitted by calibration_data/calibrate_mcu.py; do not edit by hand.",
-             "# Fitted to the published MLPerf Tiny figures in mlperf_tiny.toml, priors in tflm_runtime.toml.", ""]
+             "# Fitted to the published MLPerf Tiny figures in mlperf_tiny.toml, priors in tflm_runtime.toml.",
+             "# loo_*: leave-one-out error of the fit (each figure predicted from the board's other figure,",
+             "# conv/pointwise cost ratio from the other board), in percent of the published latency.", ""]
+    # cycles = a * A + b * B + fixed: unit tables isolate A, B and the fixed part per model.
+    fixed = {m: _cycles(works[m], priors, 0.0, 0.0) for m in works}
+    coef_a = {m: _cycles(works[m], priors, 1.0, 0.0) - fixed[m] for m in works}
+    coef_b = {m: _cycles(works[m], priors, 0.0, 1.0) - fixed[m] for m in works}
+    fits = {}
     for board in sorted(clocks):
         rows = [r for r in published if r["board"] == board]
-        # cycles = a * A + b * B + fixed: unit tables isolate A, B and the fixed part per model.
-        fixed = {m: _cycles(works[m], priors, 0.0, 0.0) for m in works}
-        coef_a = {m: _cycles(works[m], priors, 1.0, 0.0) - fixed[m] for m in works}
-        coef_b = {m: _cycles(works[m], priors, 0.0, 1.0) - fixed[m] for m in works}
         matrix = np.array([[coef_a[r["model"]], coef_b[r["model"]]] for r in rows])
         target = np.array([r["latency_ms"] * 1e-3 * clocks[board] - fixed[r["model"]] for r in rows])
-        a, b = np.linalg.solve(matrix, target)
+        fits[board] = tuple(np.linalg.solve(matrix, target))
+    for board in sorted(clocks):
+        rows = [r for r in published if r["board"] == board]
+        a, b = fits[board]
+        others = [fits[other] for other in fits if other != board]
+        ratio = float(np.mean([oa / ob for oa, ob in others]))
+        loo = {}
+        for left in rows:
+            kept = next(r for r in rows if r is not left)
+            cycles = kept["latency_ms"] * 1e-3 * clocks[board] - fixed[kept["model"]]
+            scale = cycles / (ratio * coef_a[kept["model"]] + coef_b[kept["model"]])
+            guess = (fixed[left["model"]] + scale * (ratio * coef_a[left["model"]] + coef_b[left["model"]]))
+            loo[left["model"]] = 100 * (guess / clocks[board] * 1e3 / left["latency_ms"] - 1)
         figures = ", ".join(f"{r['model']} {r['latency_ms']} ms" for r in rows)
         lines += [f"[{board}]", f"conv_cycles_per_mac = {a:.4f}", f"pointwise_cycles_per_mac = {b:.4f}",
-                  f'source = "MLPerf Tiny {figures}, {rows[0]["system"]}"', ""]
-        print(f"{board}: conv {a:.3f} cycles/MAC, pointwise {b:.3f} cycles/MAC")
+                  f'source = "MLPerf Tiny {figures}, {rows[0]["system"]}"',
+                  "loo_error_pct = { " + ", ".join(f"{m} = {e:.1f}" for m, e in loo.items()) + " }",
+                  f"loo_max_abs_error_pct = {max(abs(e) for e in loo.values()):.1f}", ""]
+        print(f"{board}: conv {a:.3f} cycles/MAC, pointwise {b:.3f} cycles/MAC; leave-one-out errors "
+              + ", ".join(f"{m} {e:+.1f}%" for m, e in loo.items()))
         for r in rows:
             estimate = _cycles(works[r["model"]], priors, a, b) / clocks[board] * 1e3
             print(f"  {r['model']}: estimated {estimate:.1f} ms, published {r['latency_ms']} ms "

@@ -34,3 +34,9 @@ class ConversionError(EdgepipeError):
 
 class TargetError(EdgepipeError):
     """A target cannot run the model: missing runtime, unsupported op, failed invocation."""
+
+
+def sentence(text: str) -> str:
+    """``text`` ending in exactly one full stop (kept as is when it ends in '.', '?' or '!')."""
+    text = text.rstrip()
+    return text if text.endswith((".", "?", "!")) else text + "."

@@ -100,8 +100,14 @@ class OpUse:
 
     @property
     def layer(self) -> str:
-        """A readable layer name from the output tensor name (Keras scopes, converter suffixes off)."""
-        first = self.output.split(";")[0]
+        """A readable layer name from the output tensor name (Keras scopes, converter suffixes off).
+
+        A graph output is often named after the signature (``StatefulPartitionedCall:0``); the
+        layer is then read from the input, e.g. the Dense layer whose softmax activation this is."""
+        named = self.outputs[0].name if self.outputs else "?"
+        if "/" not in named and self.inputs and "/" in self.inputs[0].name:
+            named = self.inputs[0].name
+        first = named.split(";")[0]
         parts = [p for p in first.split("/") if p]
         name = parts[-2] if len(parts) >= 2 else first
         return re.sub(r"_\d+$", "", name)

@@ -15,7 +15,7 @@ from .artifacts import atomic_write_bytes, check_writable
 from .config import ConvertConfig, PreprocessOverrides, QatOptions
 from .context import Context
 from .data import load_dataset
-from .errors import TargetError, UsageError
+from .errors import TargetError, UsageError, sentence
 from .plan import plan
 from .report import build_run_report
 from .stages import run_pipeline
@@ -86,7 +86,7 @@ def _read_model(model_path: str | Path, target) -> tuple[Path, bytes]:
     blob = path.read_bytes()
     problems = target.check(blob)
     if problems:
-        raise TargetError(f"target {target.name} cannot run {path.name}: {'; '.join(problems)}.")
+        raise TargetError(sentence(f"target {target.name} cannot run {path.name}: {'; '.join(problems)}"))
     return path, blob
 
 

@@ -89,7 +89,7 @@ def _candidate_line(report: dict[str, Any], row: dict[str, Any]) -> str:
 
 
 def _cpu_table(targets: dict[str, Any]) -> list[str]:
-    rows = {name: r for name, r in targets.items() if "arena_bytes" not in r}
+    rows = {name: r for name, r in targets.items() if "fits" not in r}
     if not rows:
         return []
     lines = ["| target | runtime | delegate | accuracy | p50 ms | p90 ms | runs |", "|---|---|---|---|---|---|---|"]
@@ -120,18 +120,27 @@ def _cpu_table(targets: dict[str, Any]) -> list[str]:
 
 
 def _mcu_table(targets: dict[str, Any]) -> list[str]:
-    rows = {name: r for name, r in targets.items() if "arena_bytes" in r}
+    rows = {name: r for name, r in targets.items() if "fits" in r}
     if not rows:
         return []
-    lines = ["| MCU target (TFLM) | accuracy | max diff vs reference | arena | RAM | flash | fits | est. latency ms | est. energy mJ |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| MCU target (TFLM) | accuracy | max diff vs reference | arena | RAM | flash | fits | est. latency ms | "
+             "est. energy mJ |", "|---|---|---|---|---|---|---|---|---|"]
+    notes = []
     for name, r in rows.items():
         ref = r.get("reference") or {}
         steps = "n/a" if not ref else f"{ref['max_diff_steps']:g} steps"
         fits = "yes" if r["fits"] else "**no**"
-        lines.append(f"| {name} | {_pct(r['accuracy'])} | {steps} | {_kib(r['arena_bytes'])} | {_kib(r['ram_bytes'])} | "
-                     f"{_kib(r['flash_bytes'])} | {fits} | {r['estimated_latency_ms']:.2f} | {r['energy_mj']['value']:.4f} |")
-    lines += ["", "MCU latency and energy are estimates (cycle model calibrated on MLPerf Tiny; energy = estimated "
-                  "latency x board power). Arena is measured by TFLM's recording allocator; RAM adds the device margin "
-                  "and runtime; flash adds interpreter and kernel code estimates.", ""]
+        ram = _kib(r["ram_bytes"]) if "ram_bytes" in r else f">= {_kib(r['ram_lower_bound_bytes'])}"
+        spread = (r.get("latency_uncertainty") or {}).get("loo_max_abs_error_pct")
+        latency = f"{r['estimated_latency_ms']:.2f}" + (f" ± {spread:g}%" if spread is not None else "")
+        lines.append(f"| {name} | {_pct(r['accuracy'])} | {steps} | {_kib(r.get('arena_bytes'))} | {ram} | "
+                     f"{_kib(r['flash_bytes'])} | {fits} | {latency} | {r['energy_mj']['value']:.4f} |")
+        notes += [f"{name} does not fit: {reason}." for reason in r.get("fit_reasons", [])]
+        if r.get("tflm_error"):
+            notes.append(f"{name}: TFLM could not run the model ({r['tflm_error']}); the verdict is static.")
+    lines += ["", *notes, *([""] if notes else []),
+              "MCU latency and energy are estimates (cycle model fitted to MLPerf Tiny, ± its leave-one-out error; "
+              "energy = estimated latency x board power). Arena is the smallest in which TFLM allocated and invoked "
+              "the model, verified at that size; RAM adds the device margin and runtime; flash adds interpreter and "
+              "kernel code estimates.", ""]
     return lines

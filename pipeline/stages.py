@@ -18,7 +18,7 @@ from .candidates import Candidate, CandidateSpec, Evaluation, FloatBaseline
 from .context import BASELINE_FILE, Context
 from .convert import convert_model
 from .data import load_dataset
-from .errors import TargetError
+from .errors import TargetError, sentence
 from .loading import load_model
 from .verify import check_integer_only, compare
 from .vocab import Preprocess, Recipe
@@ -109,7 +109,7 @@ def run_targets(ctx: Context) -> None:
         for candidate in ctx.candidates:
             problems = target.check(candidate.artifact)
             if problems:
-                raise TargetError(f"target {name} cannot run {candidate.filename}: {'; '.join(problems)}.")
+                raise TargetError(sentence(f"target {name} cannot run {candidate.filename}: {'; '.join(problems)}"))
             ctx.evaluations.append(Evaluation(candidate.name, name, target.run(candidate.artifact, x, y, ctx.config.run)))
 
 

@@ -1,7 +1,7 @@
 """The deploy bundle: C++ sources a TFLM firmware project includes as they are.
 
 * ``model_data.h`` / ``model_data.cc``: the model as a 16-byte aligned array, the tensor arena
-  size (measured by TFLM plus the device margin) and the input/output scale and zero point.
+  size (verified in TFLM plus the device margin) and the input/output scale and zero point.
 * ``model_ops.h``: a ``MicroMutableOpResolver`` sized for, and registering exactly, the model's ops.
 * ``deploy.json``: the same facts for tools, with the model hash.
 """
@@ -65,8 +65,9 @@ namespace edgepipe_model {{
 extern const unsigned char kModelData[];
 constexpr std::size_t kModelSize = {len(model)};
 
-// Tensor arena: {arena_measured} bytes measured by TFLM's RecordingMicroAllocator plus
-// {arena_bytes - arena_measured} bytes of margin for the device build (CMSIS-NN scratch, alignment).
+// Tensor arena: {arena_measured} bytes, the smallest arena in which TFLM allocated and invoked
+// this model (verified at exactly that size), plus {arena_bytes - arena_measured} bytes of margin
+// for the device build (CMSIS-NN scratch buffers, 32-bit structs, alignment).
 constexpr std::size_t kTensorArenaSize = {arena_bytes};
 
 // Input {source.dtype} [{shape}]: q = round(x / kInputScale) + kInputZeroPoint.

@@ -4,11 +4,11 @@ profile turns its measured memory and per-op work into fit verdicts, latency and
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 
-from edgecore.flatbuffer import read_ops
+from edgecore.errors import TargetError
+from edgecore.flatbuffer import read_graph, read_ops
 from edgecore.metrics import step_difference, top1_accuracy
 from edgecore.model_info import dequantize, inspect_model, quantize
 from edgecore.vocab import Capability, Kernels
@@ -18,7 +18,9 @@ from .base import DeployBundle, RunOptions, Target, TargetResult
 from .cost_model import estimate_cycles, model_work, op_energy_mj
 from .deploy import build_bundle
 from .litert_runner import evaluate_raw
+from .mcu_memory import measured_fit, static_fit
 from .mcu_profiles import BoardProfile, load_profiles, shared
+from .tflm_checks import preflight
 
 log = logging.getLogger(__name__)
 
@@ -38,64 +40,62 @@ class McuTarget(Target):
         return {**super().summary(), **self.profile.summary()}
 
     def check(self, model: bytes) -> list[str]:
-        problems = tflm.unsupported_ops(read_ops(model))
-        if not problems:
-            return []
-        return [f"TensorFlow Lite Micro has no kernel for {tflm.describe_unsupported(problems)}; "
-                "replace those layers or pick a target that runs them"]
+        """Ops TFLM has no kernel for, and quantization or storage that would abort or fool TFLM."""
+        ops = read_ops(model)
+        problems = []
+        missing = tflm.unsupported_ops(ops)
+        if missing:
+            problems.append(f"TensorFlow Lite Micro has no kernel for {tflm.describe_unsupported(missing)}; "
+                            "replace those layers or pick a target that runs them")
+        problems += preflight(ops)[0]
+        return problems
 
     def run(self, model: bytes, x: np.ndarray | None, y: np.ndarray | None, options: RunOptions) -> TargetResult:
-        info = inspect_model(model)
-        ops = read_ops(model)
+        """Static fit first, then TFLM: verified arena, accuracy, agreement with the reference kernels."""
+        info, ops, graph = inspect_model(model), read_ops(model), read_graph(bytes(model))
         result = TargetResult(target=self.name, runtime=f"tflite-micro {tflm.tflm_version()}", delegate=None,
                               threads=1)
         result.details["unsupported_ops"] = [p["op"] for p in tflm.unsupported_ops(ops)]
+        warnings = preflight(ops)[1]
+        if warnings:
+            result.details["tflm_warnings"] = warnings
+            for warning in warnings:
+                log.warning("%s: %s", self.name, warning)
+        static = static_fit(self.profile, model, ops, graph)
+        result.details.update(static)
         if x is not None and len(x):
             log.info("%s: running %d samples in TensorFlow Lite Micro", self.name, len(x))
-        arena, evaluated = tflm.run_isolated(model, info, x)
-        result.details.update(self.memory(model, ops, arena.total))
-        if evaluated is not None:
-            raw, outputs = evaluated
-            result.outputs, result.samples = outputs, len(x)
-            result.accuracy = top1_accuracy(outputs, y)
-            result.details["reference"] = self.compare_with_reference(model, info, x, raw, y)
+        try:
+            arena, evaluated = tflm.run_isolated(model, info, x, live_peak=static["live_tensor_peak_bytes"])
+        except TargetError as exc:
+            if static["fits"]:
+                raise
+            # The board's verdict stands without TFLM: say why it does not fit, and what TFLM said.
+            result.details["tflm_error"] = str(exc)
+            log.warning("%s: %s", self.name, exc)
+        else:
+            result.details.update(measured_fit(self.profile, ops, arena, static))
+            if evaluated is not None:
+                raw, outputs = evaluated
+                result.outputs, result.samples = outputs, len(x)
+                result.accuracy = top1_accuracy(outputs, y)
+                result.details["reference"] = self.compare_with_reference(model, info, x, raw, y)
+        if not result.details["fits"]:
+            log.warning("%s: does not fit: %s", self.name, "; ".join(result.details["fit_reasons"]))
         result.details.update(self.estimates(model, ops, info))
         result.energy_mj = result.details.pop("energy_mj")
         return result
 
     def deploy(self, model: bytes, *, tool_version: str) -> DeployBundle:
-        """The TFLM firmware bundle, with ``kTensorArenaSize`` from the measured arena plus margin."""
-        info = inspect_model(model)
-        arena, _ = tflm.run_isolated(model, info, None)
-        memory = self.memory(model, read_ops(model), arena.total)
+        """The TFLM firmware bundle, with ``kTensorArenaSize`` from the verified arena plus margin."""
+        info, ops = inspect_model(model), read_ops(model)
+        static = static_fit(self.profile, model, ops, read_graph(bytes(model)))
+        arena, _ = tflm.run_isolated(model, info, None, live_peak=static["live_tensor_peak_bytes"])
+        memory = measured_fit(self.profile, ops, arena, static)
         return build_bundle(model, info, target=self.name, arena_bytes=memory["arena_device_bytes"],
                             arena_measured=arena.total, tool_version=tool_version,
-                            facts={key: memory[key] for key in ("fits", "ram_bytes", "flash_bytes")})
-
-    def memory(self, model: bytes, ops, arena_bytes: int) -> dict:
-        """Arena (measured) with the device margin, RAM and flash, and the fit verdict."""
-        runtime = shared("tflm_runtime")
-        margin = math.ceil(tflm.cmsis_scratch_bytes(ops) + runtime["arena_margin"]["fraction"] * arena_bytes)
-        arena_device = 16 * math.ceil((arena_bytes + margin) / 16)
-        ram = arena_device + runtime["runtime_ram_bytes"]["value"]
-        kernels = runtime["kernel_flash_bytes"]
-        op_names = sorted({op.name for op in ops})
-        code = runtime["interpreter_flash_bytes"]["value"] + sum(kernels.get(n, kernels["default"]) for n in op_names)
-        flash = len(model) + code
-        profile = self.profile
-        return {
-            "arena_bytes": arena_bytes,
-            "arena_margin_bytes": arena_device - arena_bytes,
-            "arena_device_bytes": arena_device,
-            "ram_bytes": ram,
-            "flash_bytes": flash,
-            "code_bytes_estimate": code,
-            "sram_bytes": profile.sram_bytes,
-            "board_flash_bytes": profile.flash_bytes,
-            "ram_headroom_bytes": profile.sram_bytes - ram,
-            "flash_headroom_bytes": profile.flash_bytes - flash,
-            "fits": ram <= profile.sram_bytes and flash <= profile.flash_bytes,
-        }
+                            facts={key: memory[key] for key in ("fits", "fit_reasons", "ram_bytes", "flash_bytes",
+                                                                "arena_recorded_bytes")})
 
     def estimates(self, model: bytes, ops, info) -> dict:
         work = model_work(ops)
@@ -108,6 +108,7 @@ class McuTarget(Target):
             "estimated_cycles": round(cycles),
             "estimated_latency_ms": round(latency_ms, 3),
             "latency_method": f"cycle model per op class, {method}",
+            "latency_uncertainty": self.profile.latency_uncertainty(),
             "energy_mj": {
                 "value": round(board_mj, 5),
                 "method": "estimated-latency x board-power",

@@ -90,6 +90,19 @@ class BoardProfile(Profile):
                             pointwise=base["pointwise_cycles_per_mac"] / speedup)
         return table, f"scaled from {spec['base']} by {speedup}x per MHz on MAC kernels: {spec['source']}"
 
+    def latency_uncertainty(self) -> dict[str, Any]:
+        """The leave-one-out error of the fit behind this board's estimates, and what it covers."""
+        spec = self.data["cycle_model"]
+        fitted = shared("cycles_fitted")[spec.get("fitted") or spec["base"]]
+        figures = fitted["source"]
+        if "fitted" in spec:
+            note = f"leave-one-out error across the published figures the fit uses ({figures})"
+        else:
+            note = (f"leave-one-out error of the {spec['base']} fit it is scaled from ({figures}); the per-MHz "
+                    "scaling itself is not validated against a published figure")
+        return {"loo_max_abs_error_pct": fitted["loo_max_abs_error_pct"],
+                "loo_error_pct": dict(fitted["loo_error_pct"]), "scaled": "fitted" not in spec, "method": note}
+
     def summary(self) -> dict[str, Any]:
         return {"board": self.title, "core": self.core, "kernels": self.kernels,
                 "clock_mhz": self.clock_hz / 1e6, "sram_kib": self.sram_bytes / 1024,

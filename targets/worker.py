@@ -53,17 +53,17 @@ def call_isolated(function: Callable[..., Any], *args: Any, what: str, crash_hin
 
 
 def _death(done: subprocess.CompletedProcess, what: str, hint: str) -> str:
+    said = [line.strip() for line in done.stderr.decode(errors="replace").splitlines() if line.strip()]
     code = done.returncode
-    if code < 0:
-        try:
-            how = f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            how = f"was killed by signal {-code}"
-    else:
-        how = f"exited with status {code}"
-    said = " ".join(done.stderr.decode(errors="replace").split())[-300:]
-    detail = f" (it said: {said})" if said else " without an error message"
-    return f"{what}: the worker process {how}{detail}; {hint or 'this is a crash inside native code, so check the model on the host target first'}."
+    if code > 0:  # Python failed before it could report (e.g. it could not import what it was given)
+        return f"{what}: the worker process failed ({said[-1] if said else f'exit status {code}'})."
+    try:
+        how = f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        how = f"was killed by signal {-code}"
+    detail = f" (it said: {' '.join(said)[-300:]})" if said else " without an error message"
+    return (f"{what}: the worker process {how}{detail}; "
+            f"{hint or 'this is a crash inside native code, so check the model on the host target first'}.")
 
 
 def main(argv: list[str]) -> int:

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Worker processes (targets.worker) unpickle functions by module: let them import test helpers.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parent),
+                                                        os.environ.get("PYTHONPATH")) if p)
 
 from pipeline import api  # noqa: E402
 from pipeline.keras_compat import keras3, legacy_keras  # noqa: E402

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from click.testing import CliRunner
 
 from pipeline.cli import main
