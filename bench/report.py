@@ -25,6 +25,13 @@ def _tflm_parallel_row(entry: dict | None) -> list[str]:
             f"{_verdict(entry['speedup']['median'], entry['goal'], lower_is_better=False).replace('≤', '≥')} |"]
 
 
+def _auto_row(entry: dict | None) -> list[str]:
+    if not entry:
+        return []
+    return [f"| {entry['what']} | {_r(entry['auto_over_plain'])} | "
+            f"{_verdict(entry['auto_over_plain']['median'], entry['goal'])} |"]
+
+
 def write_markdown(results: dict, path: Path) -> None:
     machine, env = results["machine"], results["environment"]
     lines = [
@@ -47,6 +54,7 @@ def write_markdown(results: dict, path: Path) -> None:
         f"{_verdict(runner['ratio']['median'], runner['goal'])} |",
         f"| size: int8 / float32 .tflite, demo CNN | {size['demo_cnn']:.3f} | {_verdict(size['demo_cnn'], size['goal'])} |",
         *_tflm_parallel_row(results.get("tflm_parallel")),
+        *_auto_row(results.get("auto_calibration")),
         "",
         f"- The whole `edgepipe convert` command over the bare converter: {_r(pipe['full_command_over_bare'])}. "
         "It converts the float32 baseline as well and times both models on the host; that is the price of the "

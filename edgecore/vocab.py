@@ -48,9 +48,15 @@ class Recipe(Choice):
 
 
 class Calibration(Choice):
-    """How activation ranges are chosen from the representative data."""
+    """How activation ranges are chosen from the representative data (see ``pipeline.ranges``)."""
 
     MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    MSE = "mse"
+    MAE = "mae"
+    KL = "kl"
+    ROBUST = "robust"
+    AUTO = "auto"
 
 
 class Weights(Choice):
@@ -123,6 +129,7 @@ class Capability(Choice):
     SSH = "ssh"
     EMULATE = "emulate"
     INSTRUCTION_COUNT = "instruction-count"
+    FLOAT_OPS = "float-ops"  # fine with float compute in an int8 model (float islands); MCUs are not
 
 
 class ColorMode(Choice):

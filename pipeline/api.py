@@ -9,13 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from edgecore.model_info import inspect_model
-from targets import Capability, RunOptions, available_targets, check_options, get_target, require
+from targets import (
+    Capability,
+    RunOptions,
+    available_targets,
+    check_options,
+    get_target,
+    require,
+)
 
 from .artifacts import atomic_write_bytes, check_writable
 from .config import ConvertConfig, PreprocessOverrides, QatOptions
 from .context import Context
 from .data import load_dataset
 from .errors import TargetError, UsageError, sentence
+from .inspection import InspectConfig
 from .plan import plan
 from .report import build_run_report
 from .stages import run_pipeline
@@ -90,6 +98,15 @@ def _read_model(model_path: str | Path, target) -> tuple[Path, bytes]:
     return path, blob
 
 
+def inspect(config: InspectConfig) -> dict[str, Any]:
+    """Per-layer diagnosis, number formats and calibration sweep of a float model (``edgepipe inspect``)."""
+    from .inspection import inspect_model as run
+
+    if not isinstance(config, InspectConfig):
+        raise UsageError(f"inspect() takes an InspectConfig, not {type(config).__name__}.")
+    return run(config)
+
+
 def list_targets() -> list[dict[str, Any]]:
     """One summary row per registered target."""
     return [target.summary() for target in available_targets().values()]
@@ -114,5 +131,6 @@ def demo(out: str | Path = "demo-out", *, overwrite: bool = False, options: RunO
     return convert(demo_config(out, overwrite=overwrite, options=options))
 
 
-__all__ = ["ConversionResult", "ConvertConfig", "PreprocessOverrides", "QatOptions", "Recipe", "RunOptions",
-           "convert", "demo", "demo_config", "deploy", "list_targets", "run_on_target", "sample_path"]
+__all__ = ["ConversionResult", "ConvertConfig", "InspectConfig", "PreprocessOverrides", "QatOptions", "Recipe",
+           "RunOptions", "convert", "demo", "demo_config", "deploy", "inspect", "list_targets", "run_on_target",
+           "sample_path"]

@@ -29,6 +29,13 @@ class Made:
     float_layers: tuple[str, ...] = ()
     qat: bool = False
     source: ModelFormat | None = None
+    percentile: float | None = None
+
+    @property
+    def converter_default(self) -> bool:
+        """Made exactly as the TFLite converter makes it (min/max, per-channel, asymmetric, no islands)."""
+        return (self.calibration in (None, Calibration.MINMAX) and self.weights in (None, Weights.PER_CHANNEL)
+                and self.activations in (None, Activations.ASYMMETRIC) and not self.float_layers)
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, *, qat: bool = False) -> "Made":
@@ -47,7 +54,7 @@ class Made:
         value = lambda v: None if v is None else str(v)  # noqa: E731
         return {"recipe": str(self.recipe), "calibration": value(self.calibration), "weights": value(self.weights),
                 "activations": value(self.activations), "float_layers": list(self.float_layers),
-                "qat": self.qat, "source": value(self.source)}
+                "qat": self.qat, "source": value(self.source), "percentile": self.percentile}
 
 
 @dataclass(frozen=True)

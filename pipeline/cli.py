@@ -15,8 +15,9 @@ from targets import RunOptions, SshOptions, available_targets
 from . import __version__, api
 from .config import ConvertConfig, PreprocessOverrides, QatOptions
 from .errors import EdgepipeError
-from .markdown import render_markdown
-from .vocab import ColorMode, Recipe, Strategy
+from .inspection import InspectConfig
+from .markdown import render_inspection, render_markdown
+from .vocab import Activations, Calibration, ColorMode, Recipe, Strategy, Weights
 
 
 class TargetChoice(click.Choice):
@@ -77,6 +78,32 @@ def _preprocess_options(func):
         click.option("--offset", type=float, default=None, help="Added after scaling [default: 0]."),
         click.option("--color-mode", type=click.Choice([m.value for m in ColorMode]), default=None,
                      help="How image folders are decoded [default: from the model's channels]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _quantization_options(func):
+    """How the int8 model is made, and the ladder that may choose another recipe."""
+    options = [
+        click.option("--calibration", type=click.Choice(Calibration.choices()), default=str(Calibration.MINMAX),
+                     show_default=True, help="Activation ranges: the converter's min/max, a percentile of all values, "
+                     "MSE- or MAE-optimal clipping, KL (TensorRT entropy), robust (a percentile of each sample's own "
+                     "min/max), or auto (the best on held-out calibration data)."),
+        click.option("--percentile", type=click.FloatRange(50, 100, min_open=True), default=None,
+                     help="P for --calibration percentile [99.99] and robust [95]."),
+        click.option("--weights", type=click.Choice(Weights.choices()), default=str(Weights.PER_CHANNEL),
+                     show_default=True, help="Weight scales per output channel, or one per tensor (smaller on MCUs)."),
+        click.option("--activations", type=click.Choice(Activations.choices()), default=str(Activations.ASYMMETRIC),
+                     show_default=True, help="Activation zero points free, or symmetric (zero point 0)."),
+        click.option("--float-layers", metavar="auto|NAME[,NAME]", default=None,
+                     help="Keep these layers (and the ops reading them) in float; auto = the worst layer by SNR."),
+        click.option("--allow-float-on-mcu", is_flag=True, help="Let float islands run on microcontroller targets."),
+        click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
+                     help="The ladder: int8, int8 best calibration, float islands, int16x8, float16, float32; the "
+                     "first whose drop on held-out calibration data is within POINTS."),
+        click.option("--diagnose", is_flag=True, help="Add the per-layer SNR table to the report."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -155,11 +182,13 @@ def main() -> None:
               help="At most this many calibration samples.")
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code).")
 @click.option("--overwrite", is_flag=True, help="Replace existing files in --out.")
+@_quantization_options
 @_preprocess_options
 @_run_options
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 def convert(model, calib, eval_, recipe, out, targets, float_io, dynamic_batch, calib_samples, unsafe, overwrite,
-            scale, offset, color_mode, threads, runs, warmup, batch_size, emulate, as_json):
+            calibration, percentile, weights, activations, float_layers, allow_float_on_mcu, max_accuracy_drop,
+            diagnose, scale, offset, color_mode, threads, runs, warmup, batch_size, emulate, as_json):
     """Quantize MODEL (.keras, .h5 or SavedModel folder) and verify it against the float model."""
     config = ConvertConfig(
         model=model, calib=calib, eval=eval_, recipe=Recipe(recipe), out=out,
@@ -167,6 +196,9 @@ def convert(model, calib, eval_, recipe, out, targets, float_io, dynamic_batch, 
         overwrite=overwrite, calib_samples=calib_samples,
         preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode),
         run=RunOptions(threads=threads, warmup=warmup, runs=runs, batch_size=batch_size, emulate=emulate),
+        calibration=calibration, percentile=percentile, weights=weights, activations=activations,
+        float_layers=tuple(n for n in (float_layers or "").split(",") if n.strip()),
+        allow_float_on_mcu=allow_float_on_mcu, max_accuracy_drop=max_accuracy_drop, diagnose=diagnose,
     )
     _emit(api.convert(config).report, as_json)
 
@@ -243,6 +275,32 @@ def run(model, target, eval_, scale, offset, color_mode, threads, runs, warmup, 
         preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode),
     )
     _emit(report, as_json)
+
+
+@main.command(name="inspect")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--calib", required=True, type=click.Path(path_type=Path), help="Representative data: image folder or .npz with x.")
+@click.option("--eval", "eval_", type=click.Path(path_type=Path),
+              help="Data to judge on (default: the calibration data): image folder or .npz with x (and y).")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=500, show_default=True,
+              help="At most this many calibration samples.")
+@click.option("--calib-sweep", metavar="N[,N]", default=None, help="Also calibrate on the first N samples, for each N.")
+@click.option("--no-formats", is_flag=True, help="Skip the number formats side by side (faster).")
+@click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code).")
+@_preprocess_options
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON to stdout.")
+def inspect(model, calib, eval_, calib_samples, calib_sweep, no_formats, unsafe, scale, offset, color_mode, as_json):
+    """Why int8 loses what it loses: SNR per layer (worst first), number formats side by side,
+    weight SQNR per layer, and how accuracy moves with calibration size."""
+    try:
+        sweep = tuple(int(n) for n in (calib_sweep or "").split(",") if n.strip())
+    except ValueError:
+        raise click.BadParameter(f"{calib_sweep!r} is not a list of whole numbers such as 50,200,1000.",
+                                 param_hint="--calib-sweep") from None
+    report = api.inspect(InspectConfig(model=model, calib=calib, eval=eval_, calib_samples=calib_samples,
+                                       formats=not no_formats, calib_sweep=sweep, unsafe=unsafe,
+                                       preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode)))
+    click.echo(json.dumps(report, indent=2) if as_json else render_inspection(report))
 
 
 @main.command(name="targets")

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from targets import RunOptions, available_targets, targets_with
+from targets import Capability, RunOptions, available_targets, targets_with
 
 from .errors import UsageError
-from .vocab import ColorMode, Recipe, Strategy
+from .vocab import Activations, Calibration, ColorMode, Recipe, Strategy, Weights
 
 DEFAULT_CALIB_SAMPLES = 500
 
@@ -139,6 +139,14 @@ class ConvertConfig:
     preprocess: PreprocessOverrides = field(default_factory=PreprocessOverrides)
     run: RunOptions = field(default_factory=RunOptions)
     qat: QatOptions | None = None
+    calibration: Calibration = Calibration.MINMAX
+    percentile: float | None = None
+    weights: Weights = Weights.PER_CHANNEL
+    activations: Activations = Activations.ASYMMETRIC
+    float_layers: tuple[str, ...] = ()
+    allow_float_on_mcu: bool = False
+    max_accuracy_drop: float | None = None
+    diagnose: bool = False
 
     def __post_init__(self) -> None:
         _set(self, "model", _path(self.model, "model", optional=False))
@@ -155,10 +163,52 @@ class ConvertConfig:
             elif value is not None and not isinstance(value, kind):
                 raise UsageError(f"{name} must be a {kind.__name__} or a table of its settings, not {value!r}.")
         self._check_targets()
+        self._check_quantization()
         if self.qat is not None and self.recipe is not Recipe.INT8:
             raise UsageError("quantization-aware training produces int8 models; use the int8 recipe.")
         if self.qat is not None and self.eval is None:
             raise UsageError("QAT stops early on the eval split and reports on it; pass --eval DATA.")
+
+    @property
+    def int8_options_changed(self) -> bool:
+        """Whether the int8 model is made other than the converter's default way."""
+        return (self.calibration is not Calibration.MINMAX or self.weights is not Weights.PER_CHANNEL
+                or self.activations is not Activations.ASYMMETRIC or bool(self.float_layers))
+
+    @property
+    def selects(self) -> bool:
+        """Whether the run chooses on held-out calibration data (auto calibration, the ladder)."""
+        return self.calibration is Calibration.AUTO or self.max_accuracy_drop is not None
+
+    def _check_quantization(self) -> None:
+        _set(self, "calibration", Calibration.parse(self.calibration, "calibration"))
+        _set(self, "weights", Weights.parse(self.weights, "weights"))
+        _set(self, "activations", Activations.parse(self.activations, "activations"))
+        _flags(self, "allow_float_on_mcu", "diagnose")
+        _number(self, "percentile", float, 50.0, optional=True, open_low=True)
+        if self.percentile is not None and self.percentile > 100:
+            raise UsageError(f"percentile must be at most 100, not {self.percentile!r}.")
+        _number(self, "max_accuracy_drop", float, 0.0, optional=True)
+        layers = (self.float_layers,) if isinstance(self.float_layers, str) else self.float_layers
+        if not isinstance(layers, (tuple, list)) or not all(isinstance(n, str) and n.strip() for n in layers):
+            raise UsageError(f"float_layers must be layer names or 'auto', not {self.float_layers!r}.")
+        _set(self, "float_layers", tuple(n.strip() for n in layers))
+        if "auto" in self.float_layers and len(self.float_layers) > 1:
+            raise UsageError("float_layers is either 'auto' or a list of layer names, not both.")
+        if self.recipe is not Recipe.INT8 and self.int8_options_changed:
+            raise UsageError(f"--calibration, --weights, --activations and --float-layers shape int8 models; "
+                             f"recipe {self.recipe} does not use them.")
+        if self.max_accuracy_drop is not None and (self.recipe is not Recipe.INT8 or self.qat is not None):
+            raise UsageError("--max-accuracy-drop chooses the recipe itself (int8 first, then int16x8, float16, "
+                             "float32); leave --recipe at int8 and do not combine it with qat.")
+        if self.qat is not None and self.int8_options_changed:
+            raise UsageError("qat makes its int8 models with the converter's defaults; drop --calibration, "
+                             "--weights, --activations and --float-layers.")
+        known = available_targets()
+        strict = [n for n in self.targets if Capability.FLOAT_OPS not in known[n].capabilities]
+        if self.float_layers and strict and not self.allow_float_on_mcu:
+            raise UsageError(f"--float-layers keeps layers in float, and {', '.join(strict)} stay full int8; "
+                             "pass --allow-float-on-mcu to run float islands there anyway.")
 
     def _check_targets(self) -> None:
         names = (self.targets,) if isinstance(self.targets, str) else self.targets
@@ -186,6 +236,9 @@ class ConvertConfig:
         out["preprocess"] = self.preprocess.to_dict()
         out["run"] = self.run.to_dict()
         out["qat"] = self.qat.to_dict() if self.qat else None
+        for key in ("calibration", "weights", "activations"):
+            out[key] = str(out[key])
+        out["float_layers"] = list(self.float_layers)
         return out
 
     @classmethod

@@ -11,7 +11,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .candidates import Candidate, CandidateSpec, Evaluation, FloatBaseline, Verification
+from .calibration import CalibrationWork
+from .candidates import (
+    Candidate,
+    CandidateSpec,
+    Evaluation,
+    FloatBaseline,
+    Verification,
+)
 from .config import ConvertConfig
 from .data import Dataset
 from .loading import LoadedModel
@@ -36,7 +43,7 @@ class RunPlan:
 
     stages: tuple[Stage, ...]
     candidates: tuple[CandidateSpec, ...]
-    chosen: str
+    chosen: str | None  # None: a stage chooses (the ladder)
     baseline_file: str | None  # None when a candidate is the float32 model itself
 
     @property
@@ -95,6 +102,10 @@ class Context:
     evaluations: list[Evaluation] = field(default_factory=list)
     chosen: str | None = None
     qat: QatRecord | None = None
+    calibration: CalibrationWork | None = None
+    notes: dict[str, dict[str, Any]] = field(default_factory=dict)  # per candidate: calibration, islands
+    ladder: dict[str, Any] | None = None
+    diagnosis: list[dict] | None = None
     after_emit: list[Callable[[], None]] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,11 @@ from .errors import DataError
 from .vocab import ColorMode, Preprocess
 
 log = logging.getLogger(__name__)
+
+MIN_CALIB_SAMPLES = 100
+LARGE_INPUT = 20.0  # after preprocessing: 0..255 data given to a model trained on 0..1, most likely
+RANGE_RATIO = 4.0
+MEAN_SHIFT = 1.0
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 
@@ -33,6 +38,7 @@ class Dataset:
     y: np.ndarray | None
     preprocess: Preprocess
     class_names: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def samples(self) -> int:
@@ -42,8 +48,12 @@ class Dataset:
         """The first ``count`` samples (all if ``None``); the files are shuffled when made."""
         if count is None or count >= self.samples:
             return self
-        y = None if self.y is None else self.y[:count]
-        return Dataset(self.path, self.sha256, self.x[:count], y, self.preprocess, self.class_names)
+        return self.slice(0, count)
+
+    def slice(self, start: int, stop: int | None) -> "Dataset":
+        """Samples ``start`` to ``stop`` (same file, same hash: ``describe`` names the whole file)."""
+        y = None if self.y is None else self.y[start:stop]
+        return Dataset(self.path, self.sha256, self.x[start:stop], y, self.preprocess, self.class_names, self.warnings)
 
     def describe(self) -> dict:
         """The report entry: a path that ``edgepipe run --eval`` accepts, its hash and size."""
@@ -73,9 +83,53 @@ def load_dataset(path: str | Path, preprocess: Preprocess, role: str = "data") -
     x = _fit_shape(raw, spec, path, role).astype(np.float32) * np.float32(spec.scale)
     if spec.offset:
         x += np.float32(spec.offset)
+    _refuse_non_finite(x, path, role)
     log.info("%s: %d samples from %s", role, len(x), path)
-    return Dataset(path=path, sha256=sha256_path(path), x=x, y=labels, preprocess=spec,
-                   class_names=classes)
+    found = Dataset(path=path, sha256=sha256_path(path), x=x, y=labels, preprocess=spec, class_names=classes)
+    return replace(found, warnings=tuple(_own_warnings(found, role)))
+
+
+def _refuse_non_finite(x: np.ndarray, path: Path, role: str) -> None:
+    """NaN or Inf crash the converter (a segmentation fault for Inf) and poison every figure."""
+    finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        kind = "NaN" if np.isnan(x[row]).any() else "an infinite value"
+        raise DataError(f"{role} {path}: sample {row} holds {kind} ({int((~finite).sum())} such samples in all); "
+                        "remove those samples or fix the data.")
+
+
+def _own_warnings(data: "Dataset", role: str) -> list[str]:
+    warnings = []
+    if role == "--calib" and data.samples < MIN_CALIB_SAMPLES:
+        warnings.append(f"--calib has only {data.samples} samples; about {MIN_CALIB_SAMPLES} or more give stable "
+                        "activation ranges")
+    top = float(np.abs(data.x).max()) if data.samples else 0.0
+    if top > LARGE_INPUT:
+        warnings.append(f"{role} values reach {top:.4g} after preprocessing; if the model was trained on inputs "
+                        "in 0..1, pass --scale 0.00392157 (1/255)")
+    for message in warnings:
+        log.warning("%s", message)
+    return warnings
+
+
+def compare_sets(calib: "Dataset", eval_data: "Dataset") -> list[str]:
+    """Warnings when the calibration data does not look like the eval data (range, channel means)."""
+    warnings = []
+    top_c, top_e = float(np.abs(calib.x).max()), float(np.abs(eval_data.x).max())
+    if min(top_c, top_e) > 0 and max(top_c, top_e) / min(top_c, top_e) > RANGE_RATIO:
+        warnings.append(f"--calib values reach {top_c:.4g} but --eval only {top_e:.4g}: ranges calibrated on one will "
+                        "not fit the other; check that both are preprocessed alike (a few unscaled samples?)")
+    axes = tuple(range(calib.x.ndim - 1))
+    mean_c, mean_e = calib.x.mean(axis=axes), eval_data.x.mean(axis=axes)
+    spread = np.maximum(eval_data.x.std(axis=axes), 1e-6)
+    shifted = np.abs(mean_c - mean_e) / spread
+    if float(shifted.max()) > MEAN_SHIFT:
+        warnings.append(f"the --calib per-channel mean differs from --eval's by {float(shifted.max()):.1f} standard "
+                        "deviations; calibrate on data like what the model will see")
+    for message in warnings:
+        log.warning("%s", message)
+    return warnings
 
 
 def _read_npz(path: Path, role: str) -> tuple[np.ndarray, np.ndarray | None]:

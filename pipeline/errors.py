@@ -4,7 +4,15 @@ The classes live in the neutral bottom layer (:mod:`edgecore.errors`) so that th
 raise them without importing the pipeline; this module re-exports them for library users.
 """
 
-from edgecore.errors import ConversionError, DataError, EdgepipeError, ModelLoadError, TargetError, UsageError, sentence
+from edgecore.errors import (
+           ConversionError,
+           DataError,
+           EdgepipeError,
+           ModelLoadError,
+           TargetError,
+           UsageError,
+           sentence,
+)
 
 __all__ = ["ConversionError", "DataError", "EdgepipeError", "ModelLoadError", "TargetError", "UsageError",
            "sentence"]

@@ -53,6 +53,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if err:
             lines += [f"Output error vs float: RMSE {err['rmse']:.4g}, SNR {err['snr_db']} dB, "
                       f"cosine {err['cosine']:.4f}. Size ratio {q['size_ratio']:.3f}.", ""]
+    lines += _quantization_notes(report)
     lines += _cpu_table(report["targets"]) + _mcu_table(report["targets"])
     io = artifact["input"], artifact["output"]
     lines += [f"Input {io[0]['dtype']} {io[0]['shape']} scale {io[0]['scale']:.6g} zero point {io[0]['zero_point']}; "
@@ -61,6 +62,87 @@ def render_markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     lines.append(f"TensorFlow {env.get('tensorflow')}, LiteRT {env.get('litert')}, TFLM {env.get('tflite_micro')}, "
                  f"Python {env.get('python')}, {env.get('platform')}.")
+    return "\n".join(lines) + "\n"
+
+
+def _quantization_notes(report: dict[str, Any]) -> list[str]:
+    """Calibration, float islands, the ladder, the per-layer diagnosis and data warnings."""
+    lines = []
+    calibration = report.get("calibration")
+    if calibration and calibration.get("requested") == "auto":
+        scores = ", ".join(f"{name} {row['snr_db']} dB" for name, row in calibration["scores"].items())
+        lines += [f"Calibration: auto chose **{calibration['method']}** on {calibration['held_out_samples']} held-out "
+                  f"calibration samples (output SNR against float: {scores}); {calibration['tensors_changed']} "
+                  "tensors got other ranges than min/max.", ""]
+    elif calibration and calibration.get("method") != "minmax":
+        lines += [f"Calibration: {calibration['method']} {calibration.get('params') or ''}; "
+                  f"{calibration.get('tensors_changed', 0)} tensors got other ranges than min/max.", ""]
+    row = next((r for r in _rows(report) if r["name"] == report.get("chosen")), {})
+    islands = row.get("float_islands")
+    if islands:
+        lines += [f"Float islands: {', '.join(islands['ops'])} stay float (+{_kib(islands['bytes_cost'])}, "
+                  f"{islands.get('host_latency_cost_ms', 0):+.3f} ms on the host against full int8).", ""]
+    ladder = report.get("ladder")
+    if ladder:
+        lines += [f"Ladder (budget {ladder['budget']:g} points, judged on {ladder['held_out_samples']} held-out "
+                  "calibration samples; met: drop + 1 standard error within the budget):", "",
+                  "| rung | drop | + 1 s.e. | measure | size | met |", "|---|---|---|---|---|---|"]
+        for rung in ladder["tried"]:
+            if "skipped" in rung:
+                lines.append(f"| {rung['candidate']} | skipped: {rung['skipped']} | | | | |")
+            else:
+                lines.append(f"| {rung['candidate']} | {rung['drop']:.2f} | {rung['drop_upper']:.2f} | {rung['measure']} | "
+                             f"{_kib(rung['bytes'])} | "
+                             f"{'**yes**' if rung['met'] else 'no'} |")
+        lines += ["", f"Chosen: **{ladder['chosen']}**" + ("" if ladder["met"] else " (no rung met the budget: the closest)"), ""]
+    diagnosis = report.get("diagnosis")
+    if diagnosis:
+        lines += _layer_lines(diagnosis["layers"][:8], f"Per-layer SNR ({diagnosis['samples']} samples), worst first:")
+    for warning in (report.get("data") or {}).get("warnings", []):
+        lines += [f"Warning: {warning}.", ""]
+    return lines
+
+
+def _layer_lines(rows: list[dict[str, Any]], title: str) -> list[str]:
+    lines = [title, "", "| layer | op | range | scale | RMSE / scale | SNR dB | channel SNR dB |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        span = "n/a" if row["range"] is None else f"{row['range'][0]:.4g} .. {row['range'][1]:.4g}"
+        scale = "n/a" if row["scale"] is None else f"{row['scale']:.4g}"
+        ratio = "n/a" if row["rmse_over_scale"] is None else f"{row['rmse_over_scale']:.3f}"
+        lines.append(f"| {row['layer']} | {row['op']} | {span} | {scale} | {ratio} | {row['snr_db']:.1f} | "
+                     f"{row['channel_snr_db']:.1f} |")
+    return lines + [""]
+
+
+def render_inspection(report: dict[str, Any]) -> str:
+    """``edgepipe inspect`` as Markdown: layers worst first, formats, weight SQNR, calibration sweep."""
+    model, data = report["model"], report["data"]
+    judged = data["eval"] if data["judged_on"] == "eval" else data["calib"]
+    lines = ["# edgepipe inspect", "", f"Model `{model['path']}` ({model['format']}, {model['params']:,} parameters), "
+             f"judged on `{judged['path']}` ({data['judged_on']}).", ""]
+    lines += _layer_lines(report["layers"], "Per layer, each quantized op against its float twin on the same input "
+                          "(errors do not accumulate), worst first:")
+    if report.get("formats"):
+        lines += ["| format | accuracy | agreement | output SNR dB | size | how |", "|---|---|---|---|---|---|"]
+        for row in report["formats"]:
+            lines.append(f"| {row['format']}{' (simulated)' if row['simulated'] else ''} | {_pct(row['accuracy'])} | "
+                         f"{_pct(row['agreement'])} | {row['snr_db']} | {_kib(row['bytes'])} | {row['how']} |")
+        lines.append("")
+    if report.get("weights"):
+        lines += ["Weight SQNR (dB) per layer and format:", "",
+                  "| layer | weights | float16 | bfloat16 | int8 per-channel | int8 per-tensor |", "|---|---|---|---|---|---|"]
+        for row in report["weights"]:
+            lines.append(f"| {row['layer']} | {row['weights']:,} | {row['float16']} | {row['bfloat16']} | "
+                         f"{row['int8_per_channel']} | {row['int8_per_tensor']} |")
+        lines.append("")
+    if report.get("calib_sweep"):
+        lines += ["| calibration samples | accuracy | agreement | output SNR dB |", "|---|---|---|---|"]
+        for row in report["calib_sweep"]:
+            lines.append(f"| {row['samples']} | skipped: {row['skipped']} | | |" if "skipped" in row else
+                         f"| {row['samples']} | {_pct(row['accuracy'])} | {_pct(row['agreement'])} | {row['snr_db']} |")
+        lines.append("")
+    for warning in data.get("warnings", []):
+        lines += [f"Warning: {warning}.", ""]
     return "\n".join(lines) + "\n"
 
 

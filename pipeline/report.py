@@ -25,9 +25,20 @@ def _now() -> str:
 
 
 def describe_artifact(path, blob: bytes, info: ModelInfo) -> dict[str, Any]:
-    """Where an artifact is, its hash and size, its I/O quantization and its ops."""
+    """Where an artifact is, its hash and size, its I/O quantization, its ops, and which of them
+    compute in float (``float_ops``: empty for a full-int8 model)."""
     return {"path": str(path), "sha256": sha256_bytes(blob), "bytes": len(blob), **_io(info),
-            "ops": info.op_counts}
+            "ops": info.op_counts, "float_ops": info.float_ops()}
+
+
+def _calibration(ctx: Context, candidate: Candidate) -> dict[str, Any] | None:
+    """How the candidate's activation ranges were chosen (int8 only)."""
+    if candidate.made.calibration is None:
+        return None
+    notes = ctx.notes.get(candidate.name)
+    if notes is None:  # the converter's own min/max
+        return {"method": str(candidate.made.calibration), "params": {}, "tensors_changed": 0}
+    return {key: value for key, value in notes.items() if key != "float_islands"}
 
 
 def candidate_row(ctx: Context, candidate: Candidate) -> dict[str, Any]:
@@ -43,6 +54,10 @@ def candidate_row(ctx: Context, candidate: Candidate) -> dict[str, Any]:
                      "bytes": len(candidate.artifact)},
         **figures,
         "size_ratio": round(len(candidate.artifact) / len(ctx.baseline.artifact), 4),
+        "calibration": _calibration(ctx, candidate),
+        "float_ops": candidate.info.float_ops(),
+        **({"float_islands": ctx.notes[candidate.name]["float_islands"]}
+           if "float_islands" in ctx.notes.get(candidate.name, {}) else {}),
         "targets": {name: result.to_dict() for name, result in ctx.results(candidate.name).items()},
     }
 
@@ -79,8 +94,17 @@ def build_conversion_report(ctx: Context) -> dict[str, Any]:
         },
         "quantized": {key: row[key] for key in ("accuracy", "agreement", "task", "output_error", "size_ratio")},
         "targets": row["targets"],
+        "calibration": row["calibration"],
         "environment": environment(),
     }
+    if ctx.ladder is not None:
+        report["ladder"] = ctx.ladder
+    if ctx.diagnosis is not None:
+        report["diagnosis"] = {"samples": min(ctx.eval.samples if ctx.eval else ctx.calibration.fit.samples, 200),
+                               "layers": ctx.diagnosis}
+    warnings = [*(ctx.calib.warnings if ctx.calib else ()), *(ctx.eval.warnings if ctx.eval else ())]
+    if warnings:
+        report["data"]["warnings"] = warnings
     if ctx.qat is not None:
         report["qat"] = ctx.qat.to_dict()
         ptq = next(r for r in rows if not r["made"]["qat"])

@@ -8,22 +8,30 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
+from edgecore.flatbuffer import read_graph
 from edgecore.metrics import output_error, top1_accuracy
 from edgecore.model_info import inspect_model
 from targets import get_target
 
 from .artifacts import atomic_write_bytes, atomic_write_json
-from .candidates import Candidate, CandidateSpec, Evaluation, FloatBaseline
+from .calibration import CalibrationWork, split_for_selection
+from .candidates import Candidate, CandidateSpec, Evaluation, FloatBaseline, Made
 from .context import BASELINE_FILE, Context
 from .convert import convert_model
-from .data import load_dataset
-from .errors import TargetError, sentence
+from .data import compare_sets, load_dataset
+from .diagnosis import layer_table, severity, worst_layer
+from .errors import TargetError, UsageError, sentence
+from .islands import island_nodes
 from .loading import load_model
+from .ranges import DEFAULT_PERCENTILE
+from .selection import choose_calibration
 from .verify import check_integer_only, compare
-from .vocab import Preprocess, Recipe
+from .vocab import Activations, Calibration, Preprocess, Recipe, Weights
 
 log = logging.getLogger("edgepipe")
+DIAGNOSIS_SAMPLES = 200
 
 
 def load(ctx: Context) -> None:
@@ -46,29 +54,87 @@ def data(ctx: Context) -> None:
     if ctx.config.eval is not None:
         ctx.eval = load_dataset(ctx.config.eval, spec, role="--eval")
         spec = ctx.eval.preprocess
+    if ctx.calib is not None and ctx.eval is not None:
+        ctx.calib = replace(ctx.calib, warnings=(*ctx.calib.warnings, *compare_sets(ctx.calib, ctx.eval)))
     ctx.preprocess = spec
+
+
+def calibrate(ctx: Context) -> None:
+    """Set up the calibration work int8 candidates share (computed lazily, once): split off
+    held-out data when the run chooses on it."""
+    config = ctx.config
+    if ctx.calib is None:
+        raise UsageError("int8 calibration needs representative data; pass --calib DATA.")
+    if config.selects:
+        fit, select = split_for_selection(ctx.calib, config.calib_samples)
+        log.info("calibration data: %d samples to calibrate, %d held out to choose on", fit.samples, select.samples)
+    else:
+        fit, select = ctx.calib.head(config.calib_samples), None
+    ctx.calibration = CalibrationWork(ctx.model, fit, select, dynamic_batch=config.dynamic_batch)
+
+
+def _int8_by_quantizer(ctx: Context, made: Made) -> tuple[bytes, Made, dict]:
+    """An int8 artifact made by the quantizer from the shared calibration work, as ``made`` says;
+    ``auto`` is resolved to the method chosen on held-out data. Notes go to the report."""
+    work, config = ctx.calibration, ctx.config
+    symmetric, per_tensor = made.activations is Activations.SYMMETRIC, made.weights is Weights.PER_TENSOR
+    notes: dict = {"requested": str(made.calibration)}
+    nodes: tuple[str, ...] = ()
+    if made.float_layers:
+        layers = made.float_layers
+        if layers == ("auto",):
+            worst = worst_layer(layer_table(work.calibrated, work.fit.x[:DIAGNOSIS_SAMPLES]))
+            layers = (worst["layer"],) if worst else ()
+            made = replace(made, float_layers=layers)
+        nodes, ops = island_nodes(work.calibrated, layers)
+        notes["float_islands"] = {"layers": list(layers), "ops": ops}
+    if made.calibration is Calibration.AUTO:  # scored with the islands in place, if any
+        chosen, scores = choose_calibration(work, percentile=made.percentile, symmetric=symmetric,
+                                            per_tensor=per_tensor, float_io=config.float_io, float_nodes=nodes)
+        made = replace(made, calibration=chosen)
+        notes.update(scores=scores, held_out_samples=work.select.samples)
+    percentile = made.percentile if made.percentile is not None else DEFAULT_PERCENTILE.get(str(made.calibration))
+    artifact = work.int8(str(made.calibration), percentile=percentile, symmetric_activations=symmetric,
+                         per_tensor=per_tensor, float_io=config.float_io, float_nodes=nodes)
+    plain = work.int8("minmax", per_tensor=per_tensor, float_io=config.float_io)
+    same_islands = work.int8("minmax", per_tensor=per_tensor, float_io=config.float_io, float_nodes=nodes)
+    notes.update(method=str(made.calibration), params={"percentile": percentile} if percentile else {},
+                 tensors_changed=_tensors_changed(same_islands, artifact), calibration_samples=work.fit.samples)
+    if nodes:
+        notes["float_islands"]["bytes_cost"] = len(artifact) - len(plain)
+        notes["float_islands"]["full_int8"] = plain
+    return artifact, replace(made, percentile=percentile), notes
+
+
+def _tensors_changed(reference: bytes, artifact: bytes) -> int:
+    """How many activation tensors got another scale or zero point than the min/max model's."""
+    before = {t.name: (t.scales, t.zero_points) for t in read_graph(reference).tensors if not t.constant}
+    return sum(1 for t in read_graph(artifact).tensors
+               if not t.constant and t.name in before and before[t.name] != (t.scales, t.zero_points))
 
 
 def make_candidate(ctx: Context, spec: CandidateSpec, model=None) -> Candidate:
     """Convert ``model`` (the loaded float model by default) as ``spec`` says, check the recipe's
     promise, and add the candidate to the run."""
-    config = ctx.config
+    config, made = ctx.config, spec.made
     source = model or ctx.model
-    artifact = convert_model(source, spec.made.recipe, ctx.calib, float_io=config.float_io,
-                             calib_samples=config.calib_samples, dynamic_batch=config.dynamic_batch)
+    by_quantizer = (made.recipe is Recipe.INT8 and model is None and ctx.calibration is not None
+                    and (not made.converter_default or config.selects))
+    if by_quantizer:
+        artifact, made, ctx.notes[spec.name] = _int8_by_quantizer(ctx, made)
+    else:
+        artifact = convert_model(source, made.recipe, ctx.calib, float_io=config.float_io,
+                                 calib_samples=config.calib_samples, dynamic_batch=config.dynamic_batch)
     info = inspect_model(artifact)
-    check_integer_only(info, spec.made.recipe)
-    candidate = Candidate.from_spec(spec, artifact, info, ctx.model.format)
+    check_integer_only(info, made.recipe, islands=bool(made.float_layers))
+    candidate = Candidate.from_spec(replace(spec, made=made), artifact, info, ctx.model.format)
     ctx.candidates.append(candidate)
     log.info("%s: %d bytes", spec.filename, len(artifact))
     return candidate
 
 
-def convert(ctx: Context) -> None:
-    """The float32 baseline, then every post-training candidate the plan asks for."""
-    for spec in ctx.plan.candidates:
-        if not spec.made.qat:
-            make_candidate(ctx, spec)
+def make_baseline(ctx: Context) -> None:
+    """The float32 .tflite every candidate is compared with (a float32 candidate is reused)."""
     float32 = [c for c in ctx.candidates if c.made.recipe is Recipe.FLOAT32]
     if float32:
         baseline = float32[0].artifact
@@ -78,12 +144,24 @@ def convert(ctx: Context) -> None:
     ctx.baseline = FloatBaseline(artifact=baseline, info=inspect_model(baseline))
 
 
+def convert(ctx: Context) -> None:
+    """Every post-training candidate the plan asks for, then the float32 baseline."""
+    for spec in ctx.plan.candidates:
+        if not spec.made.qat:
+            make_candidate(ctx, spec)
+    make_baseline(ctx)
+
+
 def verify(ctx: Context) -> None:
     """Float Keras vs the float32 .tflite vs every candidate, on the host target and the eval data."""
     options, host = ctx.config.run, get_target("host")
     x, y = ctx.eval_xy
     for candidate in ctx.candidates:
         ctx.evaluations.append(Evaluation(candidate.name, "host", host.run(candidate.artifact, x, y, options)))
+        islands = ctx.notes.get(candidate.name, {}).get("float_islands")
+        if islands and "full_int8" in islands:  # what the islands cost in host latency
+            twin = host.run(islands.pop("full_int8"), None, None, options).latency_ms["p50"]
+            islands["host_latency_cost_ms"] = round(ctx.results(candidate.name)["host"].latency_ms["p50"] - twin, 4)
     same = next((c for c in ctx.candidates if c.artifact == ctx.baseline.artifact), None)
     baseline_run = ctx.results(same.name)["host"] if same else host.run(ctx.baseline.artifact, x, y, options)
     ctx.baseline.host_latency_ms = baseline_run.latency_ms
@@ -113,9 +191,18 @@ def run_targets(ctx: Context) -> None:
             ctx.evaluations.append(Evaluation(candidate.name, name, target.run(candidate.artifact, x, y, ctx.config.run)))
 
 
+def diagnose(ctx: Context) -> None:
+    """The per-layer table of the min/max int8 model (eval data if given, else calibration data)."""
+    samples = (ctx.eval.x if ctx.eval is not None else ctx.calibration.fit.x)[:DIAGNOSIS_SAMPLES]
+    ctx.diagnosis = layer_table(ctx.calibration.calibrated, samples)
+    worst = ctx.diagnosis[0] if ctx.diagnosis else None
+    if worst:
+        log.info("diagnosis: worst layer %s (%s), %.1f dB", worst["layer"], worst["op"], severity(worst))
+
+
 def choose(ctx: Context) -> None:
-    """The candidate the report's top-level keys describe: the plan's pick."""
-    ctx.chosen = ctx.plan.chosen
+    """The candidate the report's top-level keys describe: the ladder's, else the plan's pick."""
+    ctx.chosen = (ctx.ladder or {}).get("chosen") or ctx.plan.chosen
     log.info("chosen: %s (%s)", ctx.chosen, ctx.candidate(ctx.chosen).filename)
 
 
@@ -125,16 +212,17 @@ def emit(ctx: Context) -> None:
     from .report import build_conversion_report
 
     out = ctx.config.out
+    files = {candidate.filename: candidate.artifact for candidate in ctx.candidates}
     if ctx.plan.baseline_file:
-        atomic_write_bytes(out / ctx.plan.baseline_file, ctx.baseline.artifact)
-    for candidate in ctx.candidates:
-        atomic_write_bytes(out / candidate.filename, candidate.artifact)
+        files = {ctx.plan.baseline_file: ctx.baseline.artifact, **files}
+    for name, blob in files.items():
+        atomic_write_bytes(out / name, blob)
     ctx.report = build_conversion_report(ctx)
     atomic_write_json(out / "report.json", ctx.report)
     atomic_write_bytes(out / "report.md", render_markdown(ctx.report).encode())
     for action in ctx.after_emit:
         action()
-    log.info("wrote %s", ", ".join(str(out / n) for n in ctx.plan.outputs))
+    log.info("wrote %s", ", ".join(str(out / n) for n in [*files, "report.json", "report.md"]))
 
 
 def run_pipeline(ctx: Context) -> Context:

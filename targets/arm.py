@@ -59,7 +59,7 @@ class ArmTarget(Target):
     """An ARM Linux board: on the device, over SSH, or emulated here under QEMU."""
 
     capabilities = frozenset({Capability.RUN, Capability.ACCURACY, Capability.LATENCY, Capability.ENERGY,
-                              Capability.SSH, Capability.EMULATE, Capability.INSTRUCTION_COUNT})
+                              Capability.SSH, Capability.EMULATE, Capability.INSTRUCTION_COUNT, Capability.FLOAT_OPS})
 
     def __init__(self, profile: ArmProfile) -> None:
         self.profile = profile

@@ -31,7 +31,8 @@ class HostTarget(Target):
 
     name = "host"
     description = "this machine's CPU: LiteRT with the XNNPACK delegate"
-    capabilities = frozenset({Capability.RUN, Capability.LATENCY, Capability.ACCURACY, Capability.XNNPACK})
+    capabilities = frozenset({Capability.RUN, Capability.LATENCY, Capability.ACCURACY, Capability.XNNPACK,
+                              Capability.FLOAT_OPS})
 
     def check(self, model: bytes) -> list[str]:
         return litert_problems(model)

@@ -124,3 +124,11 @@ def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     result = api.demo(out, options=api.RunOptions(runs=20))
     return result, json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def planted_folder(tmp_path_factory) -> Path:
+    """calibration_data/planted.py's models and data sets, built once per session."""
+    from calibration_data.planted import build
+
+    return build(tmp_path_factory.mktemp("planted"))

@@ -22,16 +22,21 @@ def _blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
+PLANTED = "python -m calibration_data.planted "
+
+
 def _commands() -> list[str]:
-    """Every `edgepipe ...` line of the README's sh blocks, except those that need a device (--host)."""
+    """Every `edgepipe ...` (and planted-model) line of the README's sh blocks, except those that
+    need a device (--host)."""
     lines = [line.split("  #")[0].strip() for block in _blocks("sh") for line in block.splitlines()]
-    return [line for line in lines if line.startswith("edgepipe ") and "--host" not in line]
+    return [line for line in lines if (line.startswith("edgepipe ") and "--host" not in line) or line.startswith(PLANTED)]
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, tiny_keras, image_folder, mnist_eval, monkeypatch_module):
+def workdir(tmp_path_factory, tiny_keras, image_folder, mnist_eval, planted_folder, monkeypatch_module):
     """A folder with the files the README's examples name: model.keras, calib/, eval.npz, train.npz."""
     folder = tmp_path_factory.mktemp("readme")
+    (folder / "planted").symlink_to(planted_folder, target_is_directory=True)
     shutil.copy(tiny_keras, folder / "model.keras")
     shutil.copytree(image_folder, folder / "calib")
     np.savez(folder / "eval.npz", x=mnist_eval["x"][200:400], y=mnist_eval["y"][200:400])
@@ -58,6 +63,9 @@ def test_the_cli_examples_run_as_written(workdir):
     commands = _commands()
     assert len(commands) >= 4, commands
     for command in commands:
+        if command.startswith(PLANTED):  # built once per session by the planted_folder fixture
+            assert command.split()[-1].rstrip("/") == "planted" and (workdir / "planted" / "hot.keras").exists()
+            continue
         args = shlex.split(command)[1:]
         if args[0] in ("convert", "demo"):
             args.append("--overwrite")  # the library example above already wrote build/
