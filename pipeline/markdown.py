@@ -71,7 +71,9 @@ def _quantization_notes(report: dict[str, Any]) -> list[str]:
     calibration = report.get("calibration")
     if calibration and calibration.get("requested") == "auto":
         scores = ", ".join(f"{name} {row['snr_db']} dB" for name, row in calibration["scores"].items())
-        lines += [f"Calibration: auto chose **{calibration['method']}** on {calibration['held_out_samples']} held-out "
+        strength = (calibration.get("params") or {}).get("percentile")
+        chose = calibration["method"] + (f" (P {strength:g})" if strength else "")
+        lines += [f"Calibration: auto chose **{chose}** on {calibration['held_out_samples']} held-out "
                   f"calibration samples (output SNR against float: {scores}); {calibration['tensors_changed']} "
                   "tensors got other ranges than min/max.", ""]
     elif calibration and calibration.get("method") != "minmax":

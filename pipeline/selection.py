@@ -17,8 +17,11 @@ from .vocab import Calibration
 
 log = logging.getLogger("edgepipe")
 
-AUTO_METHODS = (Calibration.MINMAX, Calibration.PERCENTILE, Calibration.ROBUST, Calibration.MSE, Calibration.MAE,
-                Calibration.KL)
+# (method, percentile): the percentile methods at a few strengths, since the share of bad
+# samples or rare values in a calibration set is not known in advance.
+AUTO_CANDIDATES = ((Calibration.MINMAX, None), (Calibration.PERCENTILE, 99.9), (Calibration.PERCENTILE, 99.99),
+                   (Calibration.PERCENTILE, 99.999), (Calibration.ROBUST, 99.0), (Calibration.ROBUST, 95.0),
+                   (Calibration.ROBUST, 90.0), (Calibration.MSE, None), (Calibration.MAE, None), (Calibration.KL, None))
 
 
 @dataclass(frozen=True)
@@ -64,16 +67,21 @@ def _rank(entry: Score) -> tuple:
 
 
 def choose_calibration(work: CalibrationWork, *, percentile: float | None, symmetric: bool, per_tensor: bool,
-                       float_io: bool, float_nodes: tuple[str, ...] = ()) -> tuple[Calibration, dict[str, dict]]:
-    """The method whose int8 outputs best match the float model on the held-out data: the
-    smallest drop, then the highest output SNR. Returns it with every method's score."""
+                       float_io: bool, float_nodes: tuple[str, ...] = ()) -> tuple[Calibration, float | None, dict]:
+    """The method (and percentile) whose int8 outputs best match the float model on the held-out
+    data: the smallest drop, then the highest output SNR. Returns them with every try's score.
+    A ``percentile`` given by the user replaces the built-in strengths."""
+    candidates = dict.fromkeys((method, percentile if p is not None and percentile is not None else p)
+                               for method, p in AUTO_CANDIDATES)
     scores: dict[str, Score] = {}
-    for method in AUTO_METHODS:
-        artifact = work.int8(str(method), percentile=percentile, symmetric_activations=symmetric,
-                             per_tensor=per_tensor, float_io=float_io, float_nodes=float_nodes)
-        scores[str(method)] = score(work, artifact)
-        log.info("calibration %s: %.2f dB, %s drop %.2f", method, scores[str(method)].snr_db or float("inf"),
-                 scores[str(method)].measure, scores[str(method)].drop)
+    for method, p in candidates:
+        name = str(method) if p is None else f"{method}:{p:g}"
+        artifact = work.int8(str(method), percentile=p, symmetric_activations=symmetric, per_tensor=per_tensor,
+                             float_io=float_io, float_nodes=float_nodes)
+        scores[name] = score(work, artifact)
+        log.info("calibration %s: %.2f dB, %s drop %.2f", name, scores[name].snr_db or float("inf"),
+                 scores[name].measure, scores[name].drop)
     best = max(scores, key=lambda name: _rank(scores[name]))
     log.info("auto calibration chose %s on %d held-out samples", best, work.select.samples)
-    return Calibration(best), {name: entry.to_dict() for name, entry in scores.items()}
+    method, _, strength = best.partition(":")
+    return Calibration(method), float(strength) if strength else None, {n: e.to_dict() for n, e in scores.items()}

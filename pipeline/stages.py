@@ -89,9 +89,9 @@ def _int8_by_quantizer(ctx: Context, made: Made) -> tuple[bytes, Made, dict]:
         nodes, ops = island_nodes(work.calibrated, layers)
         notes["float_islands"] = {"layers": list(layers), "ops": ops}
     if made.calibration is Calibration.AUTO:  # scored with the islands in place, if any
-        chosen, scores = choose_calibration(work, percentile=made.percentile, symmetric=symmetric,
-                                            per_tensor=per_tensor, float_io=config.float_io, float_nodes=nodes)
-        made = replace(made, calibration=chosen)
+        chosen, strength, scores = choose_calibration(work, percentile=made.percentile, symmetric=symmetric,
+                                                      per_tensor=per_tensor, float_io=config.float_io, float_nodes=nodes)
+        made = replace(made, calibration=chosen, percentile=strength)
         notes.update(scores=scores, held_out_samples=work.select.samples)
     percentile = made.percentile if made.percentile is not None else DEFAULT_PERCENTILE.get(str(made.calibration))
     artifact = work.int8(str(made.calibration), percentile=percentile, symmetric_activations=symmetric,
