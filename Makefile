@@ -30,8 +30,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 # Debian packages the tests use: sshd for the SSH target, the compiler for the deploy bundle,
-# qemu-user for the emulated ARM targets. Installed only when missing (needs root or sudo).
-SYSTEM_TOOLS := /usr/sbin/sshd /usr/bin/ssh /usr/bin/g++ /usr/bin/qemu-aarch64 /usr/bin/dpkg-source
+# qemu-user for the emulated ARM targets, chromium to render report.html. Installed only when
+# missing (needs root or sudo).
+SYSTEM_TOOLS := /usr/sbin/sshd /usr/bin/ssh /usr/bin/g++ /usr/bin/qemu-aarch64 /usr/bin/dpkg-source /usr/bin/chromium
 system-deps:
 	@missing=""; for tool in $(SYSTEM_TOOLS); do [ -x $$tool ] || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
@@ -39,7 +40,7 @@ system-deps:
 		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client g++ \
-			qemu-user dpkg-dev xz-utils >/dev/null; \
+			qemu-user dpkg-dev xz-utils chromium >/dev/null; \
 	fi
 
 # The aarch64 sysroot, LiteRT wheels and instruction-count plugin for --emulate, built once and

@@ -32,6 +32,13 @@ def _auto_row(entry: dict | None) -> list[str]:
             f"{_verdict(entry['auto_over_plain']['median'], entry['goal'])} |"]
 
 
+def _compare_row(entry: dict | None) -> list[str]:
+    if not entry:
+        return []
+    return [f"| {entry['what']} | {_r(entry['compare_over_singles'])} | "
+            f"{_verdict(entry['compare_over_singles']['median'], entry['goal'])} |"]
+
+
 def write_markdown(results: dict, path: Path) -> None:
     machine, env = results["machine"], results["environment"]
     lines = [
@@ -55,6 +62,7 @@ def write_markdown(results: dict, path: Path) -> None:
         f"| size: int8 / float32 .tflite, demo CNN | {size['demo_cnn']:.3f} | {_verdict(size['demo_cnn'], size['goal'])} |",
         *_tflm_parallel_row(results.get("tflm_parallel")),
         *_auto_row(results.get("auto_calibration")),
+        *_compare_row(results.get("compare")),
         "",
         f"- The whole `edgepipe convert` command over the bare converter: {_r(pipe['full_command_over_bare'])}. "
         "It converts the float32 baseline as well and times both models on the host; that is the price of the "

@@ -1,7 +1,13 @@
-"""Capture what C and C++ code writes to file descriptor 2 (TFLM, TensorFlow, the converter)."""
+"""Capture what C and C++ code writes to file descriptor 2 (TFLM, TensorFlow, the converter).
+
+Python's own writes to stderr (edgepipe's log lines and progress) keep reaching the terminal
+meanwhile: ``sys.stderr`` and the logging handlers that write to it are pointed at a copy of
+the real stderr for as long as the capture lasts.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -17,13 +23,44 @@ class CapturedStderr:
         sys.stderr.flush()
         self._saved = os.dup(2)
         self._file = tempfile.TemporaryFile()
+        self._python_stderr = sys.stderr
+        try:
+            self._real = os.fdopen(os.dup(self._saved), "w", buffering=1, encoding="utf-8", errors="replace")
+        except OSError:  # no usable stderr at all: Python's writes are captured too
+            self._real = None
         os.dup2(self._file.fileno(), 2)
+        self._handlers = []
+        if self._real is not None and _writes_to_fd2(self._python_stderr):
+            sys.stderr = self._real
+            for handler in _stream_handlers():
+                if handler.stream is self._python_stderr:
+                    handler.setStream(self._real)
+                    self._handlers.append(handler)
         return self
 
     def __exit__(self, *exc) -> None:
+        for handler in self._handlers:
+            handler.setStream(self._python_stderr)
+        if self._real is not None:
+            sys.stderr = self._python_stderr
+            self._real.close()
         sys.stderr.flush()
         os.dup2(self._saved, 2)
         os.close(self._saved)
         self._file.seek(0)
         self.text = self._file.read().decode(errors="replace")
         self._file.close()
+
+
+def _writes_to_fd2(stream) -> bool:
+    """Whether a Python stream writes to file descriptor 2 (not a test runner's capture buffer)."""
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _stream_handlers() -> list[logging.StreamHandler]:
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    return [h for logger in loggers for h in logger.handlers if isinstance(h, logging.StreamHandler)]

@@ -107,6 +107,23 @@ def inspect(config: InspectConfig) -> dict[str, Any]:
     return run(config)
 
 
+def rebuild_reports(folder: str | Path, *, html: bool = True) -> list[Path]:
+    """report.md (and report.html) in ``folder``, made again from its report.json."""
+    import json
+
+    from .report import write_reports
+
+    folder = Path(folder)
+    try:
+        report = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{folder} has no readable report.json ({exc}); give the --out folder of a run.") from exc
+    if not isinstance(report, dict) or "targets" not in report or "artifact" not in report:
+        raise UsageError(f"{folder / 'report.json'} is not an edgepipe report; give the --out folder of a run.")
+    names = write_reports(folder, report, html=html)
+    return [folder / name for name in names if name != "report.json"]
+
+
 def list_targets() -> list[dict[str, Any]]:
     """One summary row per registered target."""
     return [target.summary() for target in available_targets().values()]
@@ -132,5 +149,5 @@ def demo(out: str | Path = "demo-out", *, overwrite: bool = False, options: RunO
 
 
 __all__ = ["ConversionResult", "ConvertConfig", "InspectConfig", "PreprocessOverrides", "QatOptions", "Recipe",
-           "RunOptions", "convert", "demo", "demo_config", "deploy", "inspect", "list_targets", "run_on_target",
+           "RunOptions", "convert", "demo", "demo_config", "deploy", "inspect", "list_targets", "rebuild_reports", "run_on_target",
            "sample_path"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgecore.cstderr import CapturedStderr
+from edgecore.progress import progress
 
 from . import keras_compat
 from .data import Dataset
@@ -94,9 +95,16 @@ def collect_stats(calibrated: bytes, samples: np.ndarray) -> dict[int, TensorSta
         interpreter.invoke()
         return {i: interpreter.get_tensor(i) for i in tracked}
 
-    for row in range(len(samples)):
-        for index, values in run(row).items():
-            lows[index][row], highs[index][row] = float(values.min()), float(values.max())
+    with progress(2 * len(samples), "activation statistics", log) as advance:
+        for row in range(len(samples)):
+            for index, values in run(row).items():
+                lows[index][row], highs[index][row] = float(values.min()), float(values.max())
+            advance(1)
+        stats = _histograms(tracked, lows, highs, samples, run, advance)
+    return stats
+
+
+def _histograms(tracked, lows, highs, samples, run, advance) -> dict[int, TensorStats]:
     stats = {i: TensorStats(i, tracked[i][0], lows[i], highs[i], np.zeros(BINS), np.zeros(BINS)) for i in tracked}
     for row in range(len(samples)):
         for index, values in run(row).items():
@@ -107,6 +115,7 @@ def collect_stats(calibrated: bytes, samples: np.ndarray) -> dict[int, TensorSta
             top = max(abs(s.low), abs(s.high))
             if top > 0:
                 s.magnitude += np.histogram(np.abs(flat), BINS, (0.0, top))[0]
+        advance(1)
     return stats
 
 

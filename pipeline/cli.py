@@ -2,162 +2,38 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
-import sys
 from pathlib import Path
 
 import click
 
-from targets import RunOptions, SshOptions, available_targets
+from targets import RunOptions, SshOptions
 
 from . import __version__, api
+from .cli_options import (
+    Group,
+    TargetChoice,
+    config_option,
+    preprocess_options,
+    quantization_options,
+    resolve_config,
+    run_options,
+    verbosity,
+)
 from .config import ConvertConfig, PreprocessOverrides, QatOptions
-from .errors import EdgepipeError
+from .errors import UsageError
 from .inspection import InspectConfig
 from .markdown import render_inspection, render_markdown
-from .vocab import Activations, Calibration, ColorMode, Recipe, Strategy, Weights
-
-
-class TargetChoice(click.Choice):
-    """A choice of the registered targets, read from the registry when the command runs, so that
-    targets registered after import (plugins, tests) are accepted too."""
-
-    name = "target"
-
-    def __init__(self) -> None:
-        super().__init__([], case_sensitive=True)
-
-    @property
-    def choices(self):  # click reads this for validation, help and completion
-        return list(available_targets())
-
-    @choices.setter
-    def choices(self, value) -> None:  # click's __init__ assigns it; the registry is the source
-        pass
-
-
-def _handle_errors(command):
-    """The one place where library errors become a message on stderr and a non-zero exit."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except EdgepipeError as exc:
-            click.echo(f"edgepipe: error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper
-
-
-def _run_options(func):
-    """Options shared by every command that runs a model on a target."""
-    options = [
-        click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="CPU threads for the interpreter [default: all cores]."),
-        click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
-                     help="Timed single-sample inferences for the latency figures."),
-        click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
-                     help="Untimed inferences before timing."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-                     help="Samples per invoke when evaluating a model with a dynamic batch."),
-        click.option("--emulate", is_flag=True,
-                     help="ARM targets: run the aarch64 LiteRT under QEMU here (after `make arm-emulator`)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _preprocess_options(func):
-    options = [
-        click.option("--scale", type=float, default=None,
-                     help="model input = raw * scale + offset [default: 1/255 for uint8 data, else 1]."),
-        click.option("--offset", type=float, default=None, help="Added after scaling [default: 0]."),
-        click.option("--color-mode", type=click.Choice([m.value for m in ColorMode]), default=None,
-                     help="How image folders are decoded [default: from the model's channels]."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _quantization_options(func):
-    """How the int8 model is made, and the ladder that may choose another recipe."""
-    options = [
-        click.option("--calibration", type=click.Choice(Calibration.choices()), default=str(Calibration.MINMAX),
-                     show_default=True, help="Activation ranges: the converter's min/max, a percentile of all values, "
-                     "MSE- or MAE-optimal clipping, KL (TensorRT entropy), robust (a percentile of each sample's own "
-                     "min/max), or auto (the best on held-out calibration data)."),
-        click.option("--percentile", type=click.FloatRange(50, 100, min_open=True), default=None,
-                     help="P for --calibration percentile [99.99] and robust [95]."),
-        click.option("--weights", type=click.Choice(Weights.choices()), default=str(Weights.PER_CHANNEL),
-                     show_default=True, help="Weight scales per output channel, or one per tensor (smaller on MCUs)."),
-        click.option("--activations", type=click.Choice(Activations.choices()), default=str(Activations.ASYMMETRIC),
-                     show_default=True, help="Activation zero points free, or symmetric (zero point 0)."),
-        click.option("--float-layers", metavar="auto|NAME[,NAME]", default=None,
-                     help="Keep these layers (and the ops reading them) in float; auto = the worst layer by SNR."),
-        click.option("--allow-float-on-mcu", is_flag=True, help="Let float islands run on microcontroller targets."),
-        click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
-                     help="The ladder: int8, int8 best calibration, float islands, int16x8, float16, float32; the "
-                     "first whose drop on held-out calibration data is within POINTS."),
-        click.option("--diagnose", is_flag=True, help="Add the per-layer SNR table to the report."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+from .vocab import Activations, Calibration, Recipe, Strategy, Weights
 
 
 def _emit(report: dict, as_json: bool) -> None:
     click.echo(json.dumps(report, indent=2) if as_json else render_markdown(report))
 
 
-def _set_log_level(level: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("edgepipe: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.ERROR if level >= logging.ERROR else logging.WARNING)
-    for name in ("edgepipe", "edgecore", "pipeline", "targets"):
-        logging.getLogger(name).setLevel(level)
-
-
-def _level_callback(level: int):
-    def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-        if value:
-            _set_log_level(level)
-    return callback
-
-
-def _verbosity(func):
-    """``-q``/``-v`` on the group and on every command, so they work before or after the command."""
-    func = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_level_callback(logging.DEBUG),
-                        help="Debug logging on stderr.")(func)
-    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_level_callback(logging.ERROR),
-                        help="Only errors on stderr.")(func)
-
-
-class _Group(click.Group):
-    """Every command gets ``-q``/``-v`` and the error boundary; each invocation starts at INFO."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        _set_log_level(logging.INFO)  # before any -q/-v callback of this invocation
-        return super().make_context(info_name, args, parent=parent, **extra)
-
-    def command(self, *args, **kwargs):
-        decorator = super().command(*args, **kwargs)
-
-        def wrap(func):
-            return decorator(_verbosity(_handle_errors(func)))
-
-        return wrap
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgepipe")
-@_verbosity
+@verbosity
 def main() -> None:
     """Quantize Keras models to int8 TFLite and check them on host, Raspberry Pi and MCU targets.
 
@@ -165,42 +41,108 @@ def main() -> None:
     """
 
 
+# click parameter -> ConvertConfig key, for the settings both convert and compare take.
+SHARED_KEYS = {"model": "model", "calib": "calib", "eval_": "eval", "out": "out", "float_io": "float_io",
+               "dynamic_batch": "dynamic_batch", "calib_samples": "calib_samples", "unsafe": "unsafe",
+               "overwrite": "overwrite", "percentile": "percentile", "weights": "weights", "activations": "activations",
+               "max_accuracy_drop": "max_accuracy_drop", "scale": "preprocess.scale", "offset": "preprocess.offset",
+               "color_mode": "preprocess.color_mode", "threads": "run.threads", "runs": "run.runs",
+               "warmup": "run.warmup", "batch_size": "run.batch_size", "emulate": "run.emulate"}
+
+
+COMPARE_RECIPES = "int8,int16x8,float16,dynamic,float32"
+
+
+def _conversion_options(func):
+    """What convert and compare both take."""
+    options = [
+        click.argument("model", required=False, type=click.Path(path_type=Path)),
+        config_option,
+        click.option("--calib", type=click.Path(path_type=Path), help="Representative data: image folder or .npz with x."),
+        click.option("--eval", "eval_", type=click.Path(path_type=Path),
+                     help="Evaluation data: image folder or .npz with x (and y)."),
+        click.option("--out", type=click.Path(path_type=Path), default=Path("edgepipe-out"), show_default=True,
+                     help="Folder for the .tflite files and report.json/report.md/report.html."),
+        click.option("--float-io", is_flag=True, help="Keep float32 input/output (quantize/dequantize inside the model)."),
+        click.option("--dynamic-batch", is_flag=True,
+                     help="Keep a dynamic batch dimension (batched host evaluation); devices want the default batch of 1."),
+        click.option("--calib-samples", type=click.IntRange(min=1), default=500, show_default=True,
+                     help="At most this many calibration samples."),
+        click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code)."),
+        click.option("--overwrite", is_flag=True, help="Replace existing files in --out."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _config(ctx: click.Context, keys: dict[str, str], defaults: dict | None = None) -> ConvertConfig:
+    settings = resolve_config(ctx, ctx.params["config_file"], keys)
+    for key, value in (defaults or {}).items():
+        if not settings.get(key):  # e.g. compare -c with a convert's edgepipe.toml (recipes = [])
+            settings[key] = value
+    if not settings.get("model"):
+        raise UsageError("give MODEL (a .keras, .h5 or SavedModel folder), or a -c config file that names it.")
+    for key in ("float_layers", "recipes", "calibrations", "targets"):
+        if isinstance(settings.get(key), str):
+            settings[key] = [part.strip() for part in settings[key].split(",") if part.strip()]
+    return ConvertConfig.from_dict(settings)
+
+
 @main.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("--calib", type=click.Path(path_type=Path), help="Representative data: image folder or .npz with x.")
-@click.option("--eval", "eval_", type=click.Path(path_type=Path), help="Evaluation data: image folder or .npz with x (and y).")
+@_conversion_options
 @click.option("--recipe", type=click.Choice(Recipe.choices()), default=Recipe.INT8.value, show_default=True,
               help="int8 = full integer with int8 I/O; int16x8, float16, dynamic (weights only), float32.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("edgepipe-out"), show_default=True,
-              help="Folder for the .tflite files and report.json/report.md.")
 @click.option("--target", "targets", multiple=True, type=TargetChoice(),
               help="Also run on these targets (repeatable) [default: host].")
-@click.option("--float-io", is_flag=True, help="Keep float32 input/output (quantize/dequantize inside the model).")
-@click.option("--dynamic-batch", is_flag=True,
-              help="Keep a dynamic batch dimension (batched host evaluation); devices want the default batch of 1.")
-@click.option("--calib-samples", type=click.IntRange(min=1), default=500, show_default=True,
-              help="At most this many calibration samples.")
-@click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code).")
-@click.option("--overwrite", is_flag=True, help="Replace existing files in --out.")
-@_quantization_options
-@_preprocess_options
-@_run_options
+@quantization_options
+@preprocess_options
+@run_options
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
-def convert(model, calib, eval_, recipe, out, targets, float_io, dynamic_batch, calib_samples, unsafe, overwrite,
-            calibration, percentile, weights, activations, float_layers, allow_float_on_mcu, max_accuracy_drop,
-            diagnose, scale, offset, color_mode, threads, runs, warmup, batch_size, emulate, as_json):
+@click.pass_context
+def convert(ctx, as_json, **_):
     """Quantize MODEL (.keras, .h5 or SavedModel folder) and verify it against the float model."""
-    config = ConvertConfig(
-        model=model, calib=calib, eval=eval_, recipe=Recipe(recipe), out=out,
-        targets=tuple(dict.fromkeys(("host", *targets))), float_io=float_io, dynamic_batch=dynamic_batch, unsafe=unsafe,
-        overwrite=overwrite, calib_samples=calib_samples,
-        preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode),
-        run=RunOptions(threads=threads, warmup=warmup, runs=runs, batch_size=batch_size, emulate=emulate),
-        calibration=calibration, percentile=percentile, weights=weights, activations=activations,
-        float_layers=tuple(n for n in (float_layers or "").split(",") if n.strip()),
-        allow_float_on_mcu=allow_float_on_mcu, max_accuracy_drop=max_accuracy_drop, diagnose=diagnose,
-    )
-    _emit(api.convert(config).report, as_json)
+    keys = {**SHARED_KEYS, "recipe": "recipe", "targets": "targets", "calibration": "calibration",
+            "float_layers": "float_layers", "allow_float_on_mcu": "allow_float_on_mcu", "diagnose": "diagnose"}
+    _emit(api.convert(_config(ctx, keys)).report, as_json)
+
+
+@main.command()
+@_conversion_options
+@click.option("--recipes", default=COMPARE_RECIPES, show_default=True, metavar="R[,R]",
+              help="The recipes to compare, one candidate each.")
+@click.option("--calibration", "calibrations", default="minmax", show_default=True, metavar="M[,M]",
+              help="int8 calibration methods to compare (one int8 candidate each): "
+              f"{', '.join(Calibration.choices())}.")
+@click.option("--targets", default="host", show_default=True, metavar="T[,T]",
+              help="Targets to run every candidate on (see `edgepipe targets`); one that cannot is a cell with the reason.")
+@click.option("--percentile", type=click.FloatRange(50, 100, min_open=True), default=None,
+              help="P for percentile [99.99] and robust [95] calibration.")
+@click.option("--weights", type=click.Choice(Weights.choices()), default=str(Weights.PER_CHANNEL), show_default=True,
+              help="int8 weight scales per output channel, or per tensor.")
+@click.option("--activations", type=click.Choice(Activations.choices()), default=str(Activations.ASYMMETRIC),
+              show_default=True, help="int8 activation zero points free, or symmetric (0).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
+              help="What a recommendation may lose against float [1 point].")
+@preprocess_options
+@run_options
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
+@click.pass_context
+def compare(ctx, as_json, **_):
+    """Every recipe (and int8 calibration) of MODEL on every target, side by side: the matrix, what
+    fits where, the Pareto front, and a recommendation per target; report.html shows it."""
+    keys = {**SHARED_KEYS, "recipes": "recipes", "calibrations": "calibrations", "targets": "targets"}
+    defaults = {"recipes": COMPARE_RECIPES}
+    _emit(api.convert(_config(ctx, keys, defaults)).report, as_json)
+
+
+@main.command(name="report")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--html/--no-html", default=True, show_default=True, help="Also rebuild report.html.")
+def rebuild_report(folder, html):
+    """Rebuild report.md (and report.html) in FOLDER from its report.json."""
+    written = api.rebuild_reports(folder, html=html)
+    click.echo(", ".join(str(path) for path in written))
 
 
 @main.command()
@@ -227,7 +169,7 @@ def convert(model, calib, eval_, recipe, out, targets, float_io, dynamic_batch, 
               help="Also run the QAT model on these targets (repeatable) [default: host].")
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code).")
 @click.option("--overwrite", is_flag=True, help="Replace existing files in --out.")
-@_preprocess_options
+@preprocess_options
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the interpreter [default: all cores].")
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed inferences for latency.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
@@ -254,8 +196,8 @@ def qat(model, train, eval_, calib, epochs, batch_size, learning_rate, patience,
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", required=True, type=TargetChoice(), help="Where to run (see `edgepipe targets`).")
 @click.option("--eval", "eval_", type=click.Path(path_type=Path), help="Evaluation data: image folder or .npz with x (and y).")
-@_preprocess_options
-@_run_options
+@preprocess_options
+@run_options
 @click.option("--host", "ssh_host", metavar="USER@HOST", help="ARM targets: run on this device over SSH.")
 @click.option("--port", type=click.IntRange(1, 65535), help="SSH port of --host [default: 22].")
 @click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="SSH private key for --host.")
@@ -287,7 +229,7 @@ def run(model, target, eval_, scale, offset, color_mode, threads, runs, warmup, 
 @click.option("--calib-sweep", metavar="N[,N]", default=None, help="Also calibrate on the first N samples, for each N.")
 @click.option("--no-formats", is_flag=True, help="Skip the number formats side by side (faster).")
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code).")
-@_preprocess_options
+@preprocess_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON to stdout.")
 def inspect(model, calib, eval_, calib_samples, calib_sweep, no_formats, unsafe, scale, offset, color_mode, as_json):
     """Why int8 loses what it loses: SNR per layer (worst first), number formats side by side,

@@ -147,6 +147,8 @@ class ConvertConfig:
     allow_float_on_mcu: bool = False
     max_accuracy_drop: float | None = None
     diagnose: bool = False
+    recipes: tuple[Recipe, ...] = ()  # compare: one candidate per recipe (and per int8 calibration)
+    calibrations: tuple[Calibration, ...] = ()
 
     def __post_init__(self) -> None:
         _set(self, "model", _path(self.model, "model", optional=False))
@@ -164,6 +166,7 @@ class ConvertConfig:
                 raise UsageError(f"{name} must be a {kind.__name__} or a table of its settings, not {value!r}.")
         self._check_targets()
         self._check_quantization()
+        self._check_comparison()
         if self.qat is not None and self.recipe is not Recipe.INT8:
             raise UsageError("quantization-aware training produces int8 models; use the int8 recipe.")
         if self.qat is not None and self.eval is None:
@@ -173,12 +176,14 @@ class ConvertConfig:
     def int8_options_changed(self) -> bool:
         """Whether the int8 model is made other than the converter's default way."""
         return (self.calibration is not Calibration.MINMAX or self.weights is not Weights.PER_CHANNEL
-                or self.activations is not Activations.ASYMMETRIC or bool(self.float_layers))
+                or self.activations is not Activations.ASYMMETRIC or bool(self.float_layers)
+                or any(c is not Calibration.MINMAX for c in self.calibrations))
 
     @property
     def selects(self) -> bool:
         """Whether the run chooses on held-out calibration data (auto calibration, the ladder)."""
-        return self.calibration is Calibration.AUTO or self.max_accuracy_drop is not None
+        return (Calibration.AUTO in (self.calibration, *self.calibrations)
+                or (self.max_accuracy_drop is not None and not self.recipes))
 
     def _check_quantization(self) -> None:
         _set(self, "calibration", Calibration.parse(self.calibration, "calibration"))
@@ -210,6 +215,23 @@ class ConvertConfig:
             raise UsageError(f"--float-layers keeps layers in float, and {', '.join(strict)} stay full int8; "
                              "pass --allow-float-on-mcu to run float islands there anyway.")
 
+    @property
+    def compares(self) -> bool:
+        """A comparison run (``edgepipe compare``): several recipes side by side on the targets."""
+        return bool(self.recipes)
+
+    def _check_comparison(self) -> None:
+        for name, kind in (("recipes", Recipe), ("calibrations", Calibration)):
+            values = getattr(self, name)
+            values = (values,) if isinstance(values, str) else values
+            if not isinstance(values, (tuple, list)):
+                raise UsageError(f"{name} must be a list, not {values!r}.")
+            _set(self, name, tuple(dict.fromkeys(kind.parse(v, name) for v in values)))
+        if self.calibrations and not self.recipes:
+            raise UsageError("calibrations (several int8 calibrations side by side) is for compare; use calibration.")
+        if self.compares and self.qat is not None:
+            raise UsageError("compare makes post-training candidates; run qat on its own.")
+
     def _check_targets(self) -> None:
         names = (self.targets,) if isinstance(self.targets, str) else self.targets
         if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
@@ -239,6 +261,8 @@ class ConvertConfig:
         for key in ("calibration", "weights", "activations"):
             out[key] = str(out[key])
         out["float_layers"] = list(self.float_layers)
+        out["recipes"] = [str(r) for r in self.recipes]
+        out["calibrations"] = [str(c) for c in self.calibrations]
         return out
 
     @classmethod

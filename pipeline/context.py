@@ -25,7 +25,8 @@ from .loading import LoadedModel
 from .vocab import LayerStatus, Preprocess
 
 BASELINE_FILE = "model_float32.tflite"
-REPORT_FILES = ("report.json", "report.md")
+CONFIG_FILE = "edgepipe.toml"  # the resolved configuration, to pass back with -c
+REPORT_FILES = ("report.json", "report.md", "report.html", CONFIG_FILE)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class RunPlan:
     candidates: tuple[CandidateSpec, ...]
     chosen: str | None  # None: a stage chooses (the ladder)
     baseline_file: str | None  # None when a candidate is the float32 model itself
+    tolerant_targets: bool = False  # a target that cannot run a candidate is a cell, not a failure
 
     @property
     def outputs(self) -> list[str]:
@@ -106,6 +108,7 @@ class Context:
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)  # per candidate: calibration, islands
     ladder: dict[str, Any] | None = None
     diagnosis: list[dict] | None = None
+    comparison: dict[str, Any] | None = None
     after_emit: list[Callable[[], None]] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
 

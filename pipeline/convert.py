@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 
 import numpy as np
 
 from edgecore.cstderr import CapturedStderr
+from edgecore.progress import progress
 
 from . import keras_compat
 from .config import DEFAULT_CALIB_SAMPLES
@@ -44,7 +46,7 @@ def convert_model(model: LoadedModel, recipe: Recipe, calib: Dataset | None = No
     if recipe.needs_calibration:
         samples = calib.head(calib_samples).x
         log.info("calibrating %s on %d samples", recipe.value, len(samples))
-        converter.representative_dataset = _representative(samples)
+        converter.representative_dataset = _representative(samples, log)
         if recipe is Recipe.INT8:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             io_type = tf.float32 if float_io else tf.int8
@@ -59,7 +61,8 @@ def convert_model(model: LoadedModel, recipe: Recipe, calib: Dataset | None = No
     try:
         # Keras' exporter prints the traced signature to stdout, which must stay clean for --json,
         # and the converter's C++ side prints its settings to stderr: both go to the debug log.
-        with contextlib.redirect_stdout(chatter), native:
+        with contextlib.redirect_stdout(chatter), native, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TensorFlow's Python warnings about its own internals
             return bytes(converter.convert())
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
         text = " ".join(str(exc).split())[:400]
@@ -72,9 +75,12 @@ def convert_model(model: LoadedModel, recipe: Recipe, calib: Dataset | None = No
             log.debug("converter output: %s", said)
 
 
-def _representative(samples: np.ndarray):
+def _representative(samples: np.ndarray, logger: logging.Logger):
+    """The converter's representative dataset, one sample at a time, with progress on stderr."""
     def generate():
-        for row in range(len(samples)):
-            yield [samples[row:row + 1]]
+        with progress(len(samples), "calibrating", logger) as advance:
+            for row in range(len(samples)):
+                yield [samples[row:row + 1]]
+                advance(1)
 
     return generate

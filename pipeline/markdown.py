@@ -53,7 +53,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if err:
             lines += [f"Output error vs float: RMSE {err['rmse']:.4g}, SNR {err['snr_db']} dB, "
                       f"cosine {err['cosine']:.4f}. Size ratio {q['size_ratio']:.3f}.", ""]
-    lines += _quantization_notes(report)
+    lines += _comparison(report) + _quantization_notes(report)
     lines += _cpu_table(report["targets"]) + _mcu_table(report["targets"])
     io = artifact["input"], artifact["output"]
     lines += [f"Input {io[0]['dtype']} {io[0]['shape']} scale {io[0]['scale']:.6g} zero point {io[0]['zero_point']}; "
@@ -63,6 +63,32 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines.append(f"TensorFlow {env.get('tensorflow')}, LiteRT {env.get('litert')}, TFLM {env.get('tflite_micro')}, "
                  f"Python {env.get('python')}, {env.get('platform')}.")
     return "\n".join(lines) + "\n"
+
+
+def _comparison(report: dict[str, Any]) -> list[str]:
+    """compare: the matrix (candidate x target), the Pareto front and the recommendation per target."""
+    comparison = report.get("comparison")
+    if not comparison:
+        return []
+    lines = ["| candidate | target | accuracy | agreement | size | RAM | flash | fits | latency ms | energy mJ |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for cell in comparison["matrix"]:
+        if "problem" in cell:
+            lines.append(f"| {cell['candidate']} | {cell['target']} | cannot run: {cell['problem']} | | | | | | | |")
+            continue
+        fits = "n/a" if cell.get("fits") is None else ("yes" if cell["fits"] else "**no**")
+        latency = "n/a" if cell.get("latency_ms") is None else f"{cell['latency_ms']:.3f} ({cell['latency_method']})"
+        energy = "n/a" if cell.get("energy_mj") is None else f"{cell['energy_mj']:.4g}"
+        lines.append(f"| {cell['candidate']} | {cell['target']} | {_pct(cell.get('accuracy'))} | {_pct(cell.get('agreement'))} | "
+                     f"{_kib(cell['bytes'])} | {_kib(cell.get('ram_bytes'))} | {_kib(cell.get('flash_bytes'))} | {fits} | "
+                     f"{latency} | {energy} |")
+    lines.append("")
+    for target, front in comparison["pareto"].items():
+        lines.append(f"Pareto front on {target} (accuracy, size, latency, energy): {', '.join(front) or 'none'}.")
+    lines.append("")
+    for target, found in comparison["recommendations"].items():
+        lines.append(f"Recommended for **{target}**: {found['reason'] if found else 'nothing runs there'}.")
+    return lines + [""]
 
 
 def _quantization_notes(report: dict[str, Any]) -> list[str]:
@@ -173,7 +199,7 @@ def _candidate_line(report: dict[str, Any], row: dict[str, Any]) -> str:
 
 
 def _cpu_table(targets: dict[str, Any]) -> list[str]:
-    rows = {name: r for name, r in targets.items() if "fits" not in r}
+    rows = {name: r for name, r in targets.items() if "fits" not in r and "problem" not in r}
     if not rows:
         return []
     lines = ["| target | runtime | delegate | accuracy | p50 ms | p90 ms | runs |", "|---|---|---|---|---|---|---|"]
@@ -204,7 +230,7 @@ def _cpu_table(targets: dict[str, Any]) -> list[str]:
 
 
 def _mcu_table(targets: dict[str, Any]) -> list[str]:
-    rows = {name: r for name, r in targets.items() if "fits" in r}
+    rows = {name: r for name, r in targets.items() if "fits" in r and "problem" not in r}
     if not rows:
         return []
     lines = ["| MCU target (TFLM) | accuracy | max diff vs reference | arena | RAM | flash | fits | est. latency ms | "

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from . import qat_stages
 from .candidates import CandidateSpec, Made
+from .compare import choose_recommended
 from .config import ConvertConfig
 from .context import BASELINE_FILE, RunPlan, Stage
 from .ladder import RUNGS, ladder
@@ -21,7 +22,7 @@ from .stages import (
     run_targets,
     verify,
 )
-from .vocab import Recipe
+from .vocab import Calibration, Recipe
 
 
 def plan(config: ConvertConfig) -> RunPlan:
@@ -29,7 +30,11 @@ def plan(config: ConvertConfig) -> RunPlan:
     recipe = config.recipe
     calibrating = config.int8_options_changed or config.selects or config.diagnose
     prepare = (Stage("calibrate", calibrate),) if calibrating else ()
-    if config.max_accuracy_drop is not None:
+    choosing = Stage("choose", choose)
+    if config.compares:
+        specs, chosen, middle = _comparison_specs(config), None, (*prepare, Stage("convert", convert))
+        choosing = Stage("recommend", choose_recommended)
+    elif config.max_accuracy_drop is not None:
         specs, chosen, middle = RUNGS, None, (*prepare, Stage("ladder", ladder))
     elif config.qat is None:
         made = replace(Made.for_recipe(recipe), percentile=config.percentile)
@@ -48,6 +53,23 @@ def plan(config: ConvertConfig) -> RunPlan:
     if config.diagnose:
         after_verify = (*after_verify, Stage("diagnose", diagnose))
     stages = (Stage("load", load), Stage("data", data), *middle, Stage("verify", verify), *after_verify,
-              Stage("targets", run_targets), Stage("choose", choose), Stage("emit", emit))
-    return RunPlan(stages=stages, candidates=specs, chosen=chosen,
-                   baseline_file=None if recipe is Recipe.FLOAT32 else BASELINE_FILE)
+              Stage("targets", run_targets), choosing, Stage("emit", emit))
+    float32 = recipe is Recipe.FLOAT32 if not config.compares else Recipe.FLOAT32 in config.recipes
+    return RunPlan(stages=stages, candidates=specs, chosen=chosen, baseline_file=None if float32 else BASELINE_FILE,
+                   tolerant_targets=config.compares)
+
+
+def _comparison_specs(config: ConvertConfig) -> tuple[CandidateSpec, ...]:
+    """One candidate per recipe; int8 once per calibration method asked for."""
+    specs = []
+    for recipe in config.recipes:
+        if recipe is not Recipe.INT8:
+            specs.append(CandidateSpec(str(recipe), f"model_{recipe}.tflite", Made.for_recipe(recipe)))
+            continue
+        methods = config.calibrations or (config.calibration,)
+        for method in methods:
+            name = "int8" if methods == (Calibration.MINMAX,) else f"int8/{method}"
+            made = replace(Made.for_recipe(recipe), calibration=method, weights=config.weights,
+                           activations=config.activations, percentile=config.percentile)
+            specs.append(CandidateSpec(name, f"model_{name.replace('/', '_')}.tflite", made))
+    return tuple(specs)

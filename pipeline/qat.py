@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecore.progress import progress
+
 from . import keras_compat
 from .artifacts import atomic_write_json
 from .config import QatOptions
@@ -208,11 +210,12 @@ def train(float_model, scan: list[LayerRow], train_data: Dataset, eval_data: Dat
         elif state.get("fingerprint") != fingerprint:
             log.info("ignoring the checkpoint in %s: it was made from other inputs or options", folder)
 
-    callbacks = [_callback("_Progress")(options.epochs), _callback("_Checkpoint")(folder, fingerprint, history),
-                 kit.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience, restore_best_weights=True)]
-    fit = model.fit(train_data.x, train_data.y, validation_data=(eval_data.x, eval_data.y), epochs=options.epochs,
-                    initial_epoch=start, batch_size=options.batch_size, shuffle=True, verbose=0,
-                    callbacks=callbacks)
+    with progress(options.epochs - start, "QAT epochs", log) as advance:
+        callbacks = [_callback("_Progress")(options.epochs, advance), _callback("_Checkpoint")(folder, fingerprint, history),
+                     kit.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience, restore_best_weights=True)]
+        fit = model.fit(train_data.x, train_data.y, validation_data=(eval_data.x, eval_data.y), epochs=options.epochs,
+                        initial_epoch=start, batch_size=options.batch_size, shuffle=True, verbose=0,
+                        callbacks=callbacks)
     stopped = callbacks[2].stopped_epoch > 0
     epochs_run = start + len(fit.epoch)
     return TrainingOutcome(model=model, epochs_run=epochs_run, resumed_from_epoch=start, stopped_early=stopped,
@@ -232,11 +235,13 @@ def _make_callbacks() -> dict[str, type]:
     class _Progress(base):
         """One line per epoch on stderr (through logging): loss and accuracy, train and eval."""
 
-        def __init__(self, epochs: int) -> None:
+        def __init__(self, epochs: int, advance=None) -> None:
             super().__init__()
-            self.epochs = epochs
+            self.epochs, self.advance = epochs, advance
 
         def on_epoch_end(self, epoch, logs=None):
+            if self.advance is not None:
+                self.advance(1)
             logs = {k: float(v) for k, v in (logs or {}).items()}
             parts = [f"{k} {v:.4f}" for k, v in logs.items()]
             log.info("QAT epoch %d/%d: %s", epoch + 1, self.epochs, ", ".join(parts))

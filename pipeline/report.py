@@ -8,7 +8,7 @@ from typing import Any
 
 from edgecore.model_info import ModelInfo
 
-from .artifacts import sha256_bytes
+from .artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes
 from .candidates import Candidate
 from .context import Context
 from .environment import environment
@@ -58,7 +58,9 @@ def candidate_row(ctx: Context, candidate: Candidate) -> dict[str, Any]:
         "float_ops": candidate.info.float_ops(),
         **({"float_islands": ctx.notes[candidate.name]["float_islands"]}
            if "float_islands" in ctx.notes.get(candidate.name, {}) else {}),
-        "targets": {name: result.to_dict() for name, result in ctx.results(candidate.name).items()},
+        "targets": {**{name: result.to_dict() for name, result in ctx.results(candidate.name).items()},
+                    **{e.target: {"problem": e.problem} for e in ctx.evaluations
+                       if e.candidate == candidate.name and e.result is None}},
     }
 
 
@@ -99,6 +101,8 @@ def build_conversion_report(ctx: Context) -> dict[str, Any]:
     }
     if ctx.ladder is not None:
         report["ladder"] = ctx.ladder
+    if ctx.comparison is not None:
+        report["comparison"] = ctx.comparison
     if ctx.diagnosis is not None:
         report["diagnosis"] = {"samples": min(ctx.eval.samples if ctx.eval else ctx.calibration.fit.samples, 200),
                                "layers": ctx.diagnosis}
@@ -134,5 +138,32 @@ def build_run_report(path, blob: bytes, info: ModelInfo, eval_data, preprocess, 
     }
 
 
-__all__ = ["SCHEMA", "build_conversion_report", "build_run_report", "candidate_row",
+def write_reports(out, report: dict[str, Any], *, html: bool = True) -> list[str]:
+    """report.json, report.md and report.html in ``out``, each written atomically; their names."""
+    from .html import render_html
+    from .markdown import render_markdown
+
+    atomic_write_json(out / "report.json", report)
+    atomic_write_bytes(out / "report.md", render_markdown(report).encode())
+    names = ["report.json", "report.md"]
+    if html:
+        atomic_write_bytes(out / "report.html", render_html(report).encode())
+        names.append("report.html")
+    return names
+
+
+def config_toml(settings: dict[str, Any]) -> str:
+    """The configuration as TOML (TOML has no null: unset keys are left out, meaning the default)."""
+    import tomli_w
+
+    def drop_none(value):
+        if isinstance(value, dict):
+            return {k: drop_none(v) for k, v in value.items() if v is not None}
+        return value
+
+    return ("# The resolved configuration of this run: `edgepipe convert -c edgepipe.toml` repeats it;\n"
+            "# options given on the command line override it.\n" + tomli_w.dumps(drop_none(settings)))
+
+
+__all__ = ["SCHEMA", "config_toml", "write_reports", "build_conversion_report", "build_run_report", "candidate_row",
            "describe_artifact"]

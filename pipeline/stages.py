@@ -13,12 +13,13 @@ from dataclasses import replace
 from edgecore.flatbuffer import read_graph
 from edgecore.metrics import output_error, top1_accuracy
 from edgecore.model_info import inspect_model
+from edgecore.progress import progress
 from targets import get_target
 
-from .artifacts import atomic_write_bytes, atomic_write_json
+from .artifacts import atomic_write_bytes
 from .calibration import CalibrationWork, split_for_selection
 from .candidates import Candidate, CandidateSpec, Evaluation, FloatBaseline, Made
-from .context import BASELINE_FILE, Context
+from .context import BASELINE_FILE, CONFIG_FILE, Context
 from .convert import convert_model
 from .data import compare_sets, load_dataset
 from .diagnosis import layer_table, severity, worst_layer
@@ -180,15 +181,29 @@ def verify(ctx: Context) -> None:
 def run_targets(ctx: Context) -> None:
     """Every candidate on every requested target besides the host (which ``verify`` ran)."""
     x, y = ctx.eval_xy
-    for name in ctx.config.targets:
-        if name == "host":
-            continue
-        target = get_target(name)
-        for candidate in ctx.candidates:
+    others = [name for name in ctx.config.targets if name != "host"]
+    cells = len(others) * len(ctx.candidates) if len(ctx.candidates) > 1 else 0
+    with progress(cells, "candidates on targets", log) as advance:
+        for name in others:
+            _run_on(ctx, get_target(name), x, y, advance)
+
+
+def _run_on(ctx: Context, target, x, y, advance) -> None:
+    """Each candidate on ``target``; in a comparison, a target that cannot is a cell with the reason."""
+    for candidate in ctx.candidates:
+        try:
             problems = target.check(candidate.artifact)
             if problems:
-                raise TargetError(sentence(f"target {name} cannot run {candidate.filename}: {'; '.join(problems)}"))
-            ctx.evaluations.append(Evaluation(candidate.name, name, target.run(candidate.artifact, x, y, ctx.config.run)))
+                raise TargetError(sentence(f"target {target.name} cannot run {candidate.filename}: "
+                                           f"{'; '.join(problems)}"))
+            evaluation = Evaluation(candidate.name, target.name, target.run(candidate.artifact, x, y, ctx.config.run))
+        except TargetError as exc:
+            if not ctx.plan.tolerant_targets:
+                raise
+            evaluation = Evaluation(candidate.name, target.name, problem=str(exc))
+            log.warning("%s on %s: %s", candidate.name, target.name, exc)
+        ctx.evaluations.append(evaluation)
+        advance(1)
 
 
 def diagnose(ctx: Context) -> None:
@@ -202,14 +217,13 @@ def diagnose(ctx: Context) -> None:
 
 def choose(ctx: Context) -> None:
     """The candidate the report's top-level keys describe: the ladder's, else the plan's pick."""
-    ctx.chosen = (ctx.ladder or {}).get("chosen") or ctx.plan.chosen
+    ctx.chosen = ctx.chosen or (ctx.ladder or {}).get("chosen") or ctx.plan.chosen
     log.info("chosen: %s (%s)", ctx.chosen, ctx.candidate(ctx.chosen).filename)
 
 
 def emit(ctx: Context) -> None:
     """Write the artifacts, then report.json and report.md, each atomically."""
-    from .markdown import render_markdown
-    from .report import build_conversion_report
+    from .report import build_conversion_report, config_toml, write_reports
 
     out = ctx.config.out
     files = {candidate.filename: candidate.artifact for candidate in ctx.candidates}
@@ -218,11 +232,11 @@ def emit(ctx: Context) -> None:
     for name, blob in files.items():
         atomic_write_bytes(out / name, blob)
     ctx.report = build_conversion_report(ctx)
-    atomic_write_json(out / "report.json", ctx.report)
-    atomic_write_bytes(out / "report.md", render_markdown(ctx.report).encode())
+    written = write_reports(out, ctx.report)
+    atomic_write_bytes(out / CONFIG_FILE, config_toml(ctx.config.to_dict()).encode())
     for action in ctx.after_emit:
         action()
-    log.info("wrote %s", ", ".join(str(out / n) for n in [*files, "report.json", "report.md"]))
+    log.info("wrote %s", ", ".join(str(out / n) for n in [*files, *written, CONFIG_FILE]))
 
 
 def run_pipeline(ctx: Context) -> Context:

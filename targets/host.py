@@ -46,7 +46,7 @@ class HostTarget(Target):
         if x is not None and len(x):
             log.info("host: evaluating %d samples", len(x))
             outputs, batch = evaluate(model, info, x, kernels=Kernels.XNNPACK, threads=threads,
-                                      batch_size=options.batch_size)
+                                      batch_size=options.batch_size, label="host: evaluating")
             result.outputs, result.samples = outputs, len(x)
             result.accuracy = top1_accuracy(outputs, y)
             result.details["eval_batch"] = batch

@@ -7,30 +7,37 @@ outputs.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from edgecore.metrics import latency_summary
 from edgecore.model_info import ModelInfo, dequantize, quantize
+from edgecore.progress import progress
 
 from . import device_runner
 from .runtime import delegation, make_interpreter
 
+log = logging.getLogger(__name__)
+
 
 def evaluate(model: bytes, info: ModelInfo, x: np.ndarray, *, kernels: str, threads: int | None,
-             batch_size: int) -> tuple[np.ndarray, int]:
+             batch_size: int, label: str | None = None) -> tuple[np.ndarray, int]:
     """Dequantized first outputs for every row of ``x``, and the batch used (``batch_size``
-    samples per invoke when the batch dimension is dynamic, else 1)."""
+    samples per invoke when the batch dimension is dynamic, else 1). ``label`` names the
+    progress shown on stderr for a long evaluation."""
     raw, batch = evaluate_raw(model, info, quantize(x, info.inputs[0]), kernels=kernels, threads=threads,
-                              batch_size=batch_size)
+                              batch_size=batch_size, label=label)
     return dequantize(raw, info.outputs[0]), batch
 
 
 def evaluate_raw(model: bytes, info: ModelInfo, q: np.ndarray, *, kernels: str, threads: int | None,
-                 batch_size: int) -> tuple[np.ndarray, int]:
+                 batch_size: int, label: str | None = None) -> tuple[np.ndarray, int]:
     """Raw outputs for inputs already in the model's input type."""
     batch = max(1, min(batch_size, len(q))) if info.inputs[0].dynamic_batch else 1
     interpreter = make_interpreter(model, kernels=kernels, threads=threads)
-    return device_runner.run_batches(interpreter, q, batch), batch
+    with progress(len(q) if label else 0, label or "", log) as advance:
+        return device_runner.run_batches(interpreter, q, batch, report=advance if label else None), batch
 
 
 def time_invocations(model: bytes, info: ModelInfo, sample: np.ndarray, *, kernels: str,

@@ -8,9 +8,10 @@ file descriptor 2 captured, and what it said becomes part of a proper error.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,10 +20,12 @@ from edgecore.cstderr import CapturedStderr
 from edgecore.errors import TargetError
 from edgecore.flatbuffer import OpUse
 from edgecore.model_info import ModelInfo, dequantize, quantize
+from edgecore.progress import progress
 
 from .mcu_profiles import shared
 from .worker import call_isolated
 
+log = logging.getLogger(__name__)
 # Big enough for any model that could fit an MCU; the verified figure is what counts.
 PROBE_ARENA_BYTES = 16 * 1024 * 1024
 # A worker process costs about half a second to start: shards smaller than this do not pay.
@@ -258,11 +261,16 @@ def run_isolated(model: bytes, info: ModelInfo, x: np.ndarray | None, *, live_pe
     bounds = np.linspace(0, count, shards + 1).astype(int)
     parts = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:])] if count else [None]
     probe = probe_arena_bytes(model, live_peak)
-    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool, \
+            progress(count, f"TFLM: evaluating in {len(parts)} worker(s)", log) as advance:
         first = pool.submit(call_isolated, _measure_then_evaluate, model, info, parts[0], sample, live_peak,
                             what=what, crash_hint=hint)
         rest = [pool.submit(call_isolated, _evaluate_shard, model, info, part, probe, what=what, crash_hint=hint)
                 for part in parts[1:]]
+        sizes = {future: len(part) if part is not None else 0 for future, part in zip([first, *rest], parts)}
+        for future in as_completed(sizes):
+            future.result()
+            advance(sizes[future])
         arena, head = first.result()
         outputs = [head, *(future.result() for future in rest)]
     if not count:

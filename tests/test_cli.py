@@ -65,8 +65,8 @@ def test_convert_prints_markdown_summary(tiny_keras, small_npz, image_folder, tm
     assert outcome.exit_code == 0, outcome.stderr
     assert "# edgepipe report" in outcome.stdout
     assert "[7/7] emit" in outcome.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_float32.tflite", "model_int8.tflite",
-                                                          "report.json", "report.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edgepipe.toml", "model_float32.tflite", "model_int8.tflite",
+                                                          "report.html", "report.json", "report.md"]
 
 
 def test_quiet_convert_prints_nothing_on_stderr(tiny_keras, small_npz, tmp_path):

@@ -70,7 +70,9 @@ def test_qat_artifact_is_int8_and_runs_on_targets(reference_qat):
     assert abs(mcu["accuracy"] - report["targets"]["host"]["accuracy"]) <= 0.005
     assert not (out / qat.CHECKPOINT_DIR).exists()
     assert {p.name for p in out.iterdir()} == {"model_float32.tflite", "model_int8_ptq.tflite",
-                                              "model_int8_qat.tflite", "report.json", "report.md"}
+                                              "model_int8_qat.tflite", "report.json", "report.md", "report.html",
+                                              "edgepipe.toml"}
+    assert "QAT training curve" in (out / "report.html").read_text()
     assert "int8 QAT" in (out / "report.md").read_text()
 
 

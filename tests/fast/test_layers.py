@@ -90,5 +90,5 @@ def test_there_are_no_import_cycles(graph):
 def test_the_walker_sees_relative_and_function_level_imports(graph):
     # Guards the guard: edges that are written in those forms must be found.
     assert "pipeline.stages" in graph["pipeline.plan"]  # from .stages import ...
-    assert "pipeline.markdown" in graph["pipeline.stages"]  # imported inside emit()
+    assert "pipeline.report" in graph["pipeline.stages"]  # imported inside emit()
     assert "targets.host" in graph["targets.registry"]  # imported inside a function

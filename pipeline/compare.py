@@ -1,0 +1,132 @@
+"""Comparison runs: the candidate x target matrix, what fits where, the Pareto front, and a
+recommendation per target with its reason."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from edgecore.metrics import agreement
+
+from .context import Context
+
+log = logging.getLogger("edgepipe")
+DEFAULT_TOLERANCE = 1.0  # points of accuracy (or agreement) a recommendation may lose against float
+
+
+def _latency(result: dict) -> tuple[float | None, str | None]:
+    if result.get("latency_ms"):
+        return result["latency_ms"]["p50"], "measured"
+    if result.get("estimated_latency_ms") is not None:
+        return result["estimated_latency_ms"], "estimated"
+    return None, None
+
+
+def matrix(ctx: Context) -> list[dict[str, Any]]:
+    """One cell per candidate x target: the figures and the method behind each, or the reason
+    the target could not run the candidate."""
+    cells = []
+    for candidate in ctx.candidates:
+        for evaluation in (e for e in ctx.evaluations if e.candidate == candidate.name):
+            cell: dict[str, Any] = {"candidate": candidate.name, "target": evaluation.target,
+                                    "bytes": len(candidate.artifact)}
+            if evaluation.result is None:
+                cells.append({**cell, "problem": evaluation.problem})
+                continue
+            result = evaluation.result.to_dict()
+            latency, method = _latency(result)
+            outputs = evaluation.result.outputs
+            same = (agreement(ctx.float_outputs, outputs)
+                    if outputs is not None and ctx.float_outputs is not None and len(outputs) == len(ctx.float_outputs)
+                    else None)
+            energy = result.get("energy_mj") or {}
+            cell.update({"accuracy": result.get("accuracy"), "agreement": same, "latency_ms": latency,
+                         "latency_method": method, "energy_mj": energy.get("value"), "energy_method": energy.get("method"),
+                         "fits": result.get("fits"), "arena_bytes": result.get("arena_bytes"),
+                         "ram_bytes": result.get("ram_bytes"), "flash_bytes": result.get("flash_bytes"),
+                         "ram_headroom": (result["ram_headroom_bytes"] / result["sram_bytes"]
+                                          if result.get("ram_headroom_bytes") is not None else None)})
+            cells.append(cell)
+    return cells
+
+
+def _quality(cell: dict, float_accuracy: float | None) -> float | None:
+    """Points lost against float: of accuracy when measured, else of agreement with float."""
+    if cell.get("accuracy") is not None and float_accuracy is not None:
+        return 100 * (float_accuracy - cell["accuracy"])
+    if cell.get("agreement") is not None:
+        return 100 * (1 - cell["agreement"])
+    return None
+
+
+def pareto(cells: list[dict], float_accuracy: float | None) -> list[str]:
+    """Candidates no other beats or matches on every figure: loss, size, latency, energy."""
+    keys = []
+    for cell in cells:
+        loss = _quality(cell, float_accuracy)
+        keys.append((cell["candidate"], [v for v in (loss, cell["bytes"], cell.get("latency_ms"), cell.get("energy_mj"))]))
+    front = []
+    for name, mine in keys:
+        dominated = any(all(o is not None and m is not None and o <= m for o, m in zip(other, mine)) and other != mine
+                        for other_name, other in keys if other_name != name)
+        if not dominated:
+            front.append(name)
+    return front
+
+
+def recommend(cells: list[dict], float_accuracy: float | None, tolerance: float) -> dict[str, Any] | None:
+    """The smallest candidate within ``tolerance`` points of float that runs (and fits); ties go
+    to the fastest. Without one, the least lossy that runs and fits. With the reason."""
+    usable = [c for c in cells if "problem" not in c and c.get("fits") is not False]
+    if not usable:
+        return None
+    losses = {c["candidate"]: _quality(c, float_accuracy) for c in usable}
+    near = [c for c in usable if losses[c["candidate"]] is not None and losses[c["candidate"]] <= tolerance + 1e-9]
+    if near:
+        best = min(near, key=lambda c: (c["bytes"], c.get("latency_ms") or 0.0))
+        smallest = best["bytes"] == min(c["bytes"] for c in near)
+        fastest = all((best.get("latency_ms") or 0) <= (c.get("latency_ms") or 0) for c in near)
+        what = " and ".join(w for w, ok in (("smallest", smallest), ("fastest", fastest)) if ok)
+        loss = losses[best["candidate"]]
+        gap = (f"within {loss:.1f} point{'s' if round(loss, 1) != 1 else ''} of float" if loss > 0.05
+               else "as accurate as float" if loss >= -0.05 else f"{-loss:.1f} point{'s' if round(-loss, 1) != 1 else ''} above float")
+        reason = f"{what}, {gap}"
+    else:
+        best = min(usable, key=lambda c: (losses[c["candidate"]] if losses[c["candidate"]] is not None else 1e9, c["bytes"]))
+        reason = f"no candidate is within {tolerance:g} point of float here; the least lossy that runs"
+    if best.get("ram_headroom") is not None:
+        reason += f", fits with {100 * best['ram_headroom']:.0f}% RAM headroom"
+    return {"candidate": best["candidate"], "reason": f"{best['candidate']}: {reason}"}
+
+
+def summarize(ctx: Context) -> dict[str, Any]:
+    """The comparison section of the report, and the chosen candidate (the recommendation for the
+    first requested target other than the host, else the host's)."""
+    cells = matrix(ctx)
+    float_accuracy = next((v.float_accuracy for v in ctx.verifications.values()), None)
+    tolerance = ctx.config.max_accuracy_drop if ctx.config.max_accuracy_drop is not None else DEFAULT_TOLERANCE
+    by_target: dict[str, list[dict]] = {}
+    for cell in cells:
+        by_target.setdefault(cell["target"], []).append(cell)
+    recommendations = {t: recommend(c, float_accuracy, tolerance) for t, c in by_target.items()}
+    return {
+        "tolerance_points": tolerance,
+        "matrix": cells,
+        "fits": {t: [c["candidate"] for c in cs if "problem" not in c and c.get("fits") is not False]
+                 for t, cs in by_target.items()},
+        "pareto": {t: pareto([c for c in cs if "problem" not in c], float_accuracy) for t, cs in by_target.items()},
+        "recommendations": recommendations,
+    }
+
+
+def choose_recommended(ctx: Context) -> None:
+    """Stage: summarise the comparison and choose the recommendation for the main target."""
+    ctx.comparison = summarize(ctx)
+    order = [t for t in ctx.config.targets if t != "host"] + ["host"]
+    for target in order:
+        found = ctx.comparison["recommendations"].get(target)
+        if found:
+            ctx.chosen = found["candidate"]
+            log.info("recommended for %s: %s", target, found["reason"])
+            return
+    ctx.chosen = ctx.candidates[0].name
