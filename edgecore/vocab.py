@@ -173,6 +173,9 @@ class Preprocess:
     @classmethod
     def from_input_shape(cls, shape: tuple[int | None, ...], **overrides: Any) -> "Preprocess":
         """Derive the default spec from a model input shape such as ``(None, 28, 28, 1)``."""
+        if any(d is None for d in shape[1:]):
+            raise UsageError(f"the model's input {list(shape)} has open dimensions (None); give their sizes with "
+                             "--input-shape, e.g. --input-shape 96,96,3.")
         sample_shape = tuple(int(d) for d in shape[1:])
         color = None
         if len(sample_shape) == 3 and sample_shape[-1] in (1, 3):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -13,16 +14,18 @@ from targets import (
     Capability,
     RunOptions,
     available_targets,
+    call_isolated,
     check_options,
     get_target,
+    in_worker,
     require,
 )
 
 from .artifacts import atomic_write_bytes, check_writable
 from .config import ConvertConfig, PreprocessOverrides, QatOptions
 from .context import Context
-from .data import load_dataset
-from .errors import TargetError, UsageError, sentence
+from .data import check_labels, load_dataset
+from .errors import ConversionError, TargetError, UsageError, sentence
 from .inspection import InspectConfig
 from .plan import plan
 from .report import build_run_report
@@ -43,16 +46,37 @@ class ConversionResult:
     report: dict[str, Any]
 
 
-def convert(config: ConvertConfig) -> ConversionResult:
+def convert(config: ConvertConfig, *, isolated: bool | None = None) -> ConversionResult:
     """Make the run's candidates, verify them, run them on the targets, choose one, and write the
-    artifacts plus report.json/report.md (nothing is written if any stage fails)."""
+    artifacts plus report.json/report.md/report.html (nothing is written if any stage fails).
+
+    The run happens in a worker process (``isolated``, the default unless this already is one, or
+    ``EDGEPIPE_IN_PROCESS=1``), so a crash inside TensorFlow's converter becomes a ConversionError
+    naming what was being converted, never a dead process."""
     if not isinstance(config, ConvertConfig):
         raise UsageError(f"convert() takes a ConvertConfig, not {type(config).__name__}.")
     run_plan = plan(config)
     check_writable(config.out, run_plan.outputs, config.overwrite)
+    if isolated is None:
+        isolated = not in_worker() and os.environ.get("EDGEPIPE_IN_PROCESS") != "1"
+    if isolated:
+        return call_isolated(_convert_here, config, what="TensorFlow's converter crashed", forward_stderr=True,
+                             error=ConversionError, hint_for=crash_hint)
     ctx = run_pipeline(Context(config=config, plan=run_plan))
     return ConversionResult(out=config.out, artifact=config.out / run_plan.spec(ctx.chosen).filename,
                             report=ctx.report)
+
+
+def _convert_here(config: ConvertConfig) -> ConversionResult:
+    return convert(config, isolated=False)
+
+
+def crash_hint(doing: str) -> str:
+    """The likely cause of a crash inside the converter, from what it was doing."""
+    if "calibrat" in doing or "int8" in doing or "int16x8" in doing:
+        return ("TensorFlow's int8 calibration crashes on some graphs (recurrent layers, for one); try --recipe "
+                "dynamic or float16, or check the model and data on a smaller sample")
+    return "try another recipe, or re-export the model (model.export) and convert the SavedModel"
 
 
 def run_on_target(model_path: str | Path, target: str, eval_path: str | Path | None = None, *,
@@ -66,6 +90,8 @@ def run_on_target(model_path: str | Path, target: str, eval_path: str | Path | N
     spec = Preprocess.from_input_shape((None, *info.inputs[0].shape[1:]), scale=preprocess.scale,
                                        offset=preprocess.offset, color_mode=preprocess.color_mode)
     data = load_dataset(eval_path, spec, role="--eval") if eval_path is not None else None
+    if data is not None:
+        check_labels(data, info.outputs[0].shape, "--eval")
     result = chosen.run(blob, data.x if data else None, data.y if data else None, options)
     return build_run_report(path, blob, info, data, data.preprocess if data else spec, target, result)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -51,6 +53,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+@contextlib.contextmanager
+def locked_output(out: Path):
+    """Hold an exclusive lock on the --out folder while a run writes its files, so that two runs
+    writing to one folder write one after the other: every file then belongs to the run whose
+    report.json is there. Temp files a killed run left behind are removed under the lock."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    handle = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        for stale in out.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        yield out
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        os.close(handle)
+
+
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
@@ -63,10 +83,20 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def check_writable(out: Path, names: Iterable[str], overwrite: bool) -> None:
-    """Refuse to replace existing outputs unless ``overwrite`` was asked for."""
+    """Refuse an --out that cannot be made, and existing outputs unless ``overwrite`` was asked for.
+
+    Nothing is created: creatability is tried with a temporary folder beside where --out would go."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder path instead.")
+    ancestor = next((p for p in [out, *out.absolute().parents] if p.exists()), None)
+    if ancestor is None or not ancestor.is_dir():
+        raise UsageError(f"--out {out} cannot be created: {ancestor} is a file; give a folder path instead.")
+    try:
+        Path(tempfile.mkdtemp(prefix=".edgepipe-probe-", dir=ancestor)).rmdir()
+    except OSError as exc:
+        raise UsageError(f"--out {out} cannot be created in {ancestor} ({exc.strerror or exc}); choose a folder you "
+                         "can write to.") from exc
     existing = [name for name in names if (out / name).exists()]
     if existing and not overwrite:
         raise UsageError(

@@ -47,10 +47,13 @@ SHARED_KEYS = {"model": "model", "calib": "calib", "eval_": "eval", "out": "out"
                "overwrite": "overwrite", "percentile": "percentile", "weights": "weights", "activations": "activations",
                "max_accuracy_drop": "max_accuracy_drop", "scale": "preprocess.scale", "offset": "preprocess.offset",
                "color_mode": "preprocess.color_mode", "threads": "run.threads", "runs": "run.runs",
-               "warmup": "run.warmup", "batch_size": "run.batch_size", "emulate": "run.emulate"}
+               "warmup": "run.warmup", "batch_size": "run.batch_size", "emulate": "run.emulate",
+               "input_shape": "input_shape"}
 
 
 COMPARE_RECIPES = "int8,int16x8,float16,dynamic,float32"
+INPUT_SHAPE = click.option("--input-shape", metavar="H,W,C", default=None,
+                           help="Sizes for a model input with open dimensions (None), e.g. 96,96,3 (no batch).")
 
 
 def _conversion_options(func):
@@ -70,6 +73,7 @@ def _conversion_options(func):
                      help="At most this many calibration samples."),
         click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code)."),
         click.option("--overwrite", is_flag=True, help="Replace existing files in --out."),
+        INPUT_SHAPE,
     ]
     for option in reversed(options):
         func = option(func)
@@ -228,10 +232,12 @@ def run(model, target, eval_, scale, offset, color_mode, threads, runs, warmup, 
               help="At most this many calibration samples.")
 @click.option("--calib-sweep", metavar="N[,N]", default=None, help="Also calibrate on the first N samples, for each N.")
 @click.option("--no-formats", is_flag=True, help="Skip the number formats side by side (faster).")
+@INPUT_SHAPE
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code).")
 @preprocess_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON to stdout.")
-def inspect(model, calib, eval_, calib_samples, calib_sweep, no_formats, unsafe, scale, offset, color_mode, as_json):
+def inspect(model, calib, eval_, calib_samples, calib_sweep, no_formats, input_shape, unsafe, scale, offset, color_mode,
+            as_json):
     """Why int8 loses what it loses: SNR per layer (worst first), number formats side by side,
     weight SQNR per layer, and how accuracy moves with calibration size."""
     try:
@@ -240,7 +246,7 @@ def inspect(model, calib, eval_, calib_samples, calib_sweep, no_formats, unsafe,
         raise click.BadParameter(f"{calib_sweep!r} is not a list of whole numbers such as 50,200,1000.",
                                  param_hint="--calib-sweep") from None
     report = api.inspect(InspectConfig(model=model, calib=calib, eval=eval_, calib_samples=calib_samples,
-                                       formats=not no_formats, calib_sweep=sweep, unsafe=unsafe,
+                                       formats=not no_formats, calib_sweep=sweep, unsafe=unsafe, input_shape=input_shape,
                                        preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode)))
     click.echo(json.dumps(report, indent=2) if as_json else render_inspection(report))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 import tomllib
 from pathlib import Path
@@ -41,16 +42,30 @@ class TargetChoice(click.Choice):
         pass
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def handle_errors(command):
-    """The one place where library errors become a message on stderr and a non-zero exit."""
+    """The one place where library errors become a message on stderr and a non-zero exit.
+
+    SIGTERM is handled like Ctrl-C: the run stops, its worker processes with it, and files in
+    --out are either complete or as they were (every file is written whole, under a lock)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             return command(*args, **kwargs)
         except EdgepipeError as exc:
             click.echo(f"edgepipe: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("edgepipe: error: interrupted; nothing half-written was left, and the same command can be "
+                       "run again.", err=True)
+            sys.exit(130)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

@@ -61,6 +61,22 @@ def _from_dict(cls, data: dict[str, Any], what: str):
     return cls(**data)
 
 
+def parse_shape(value: Any) -> tuple[int, ...] | None:
+    """``--input-shape``: "96,96,3" or a list of positive whole numbers (no batch)."""
+    if value is None or value == "":
+        return None
+    try:
+        parts = [part for part in value.split(",")] if isinstance(value, str) else list(value)
+        shape = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        shape = ()
+    if not shape or any(d < 1 for d in shape) or (isinstance(value, (list, tuple)) and
+                                                  any(isinstance(v, (bool, float)) for v in value)):
+        raise UsageError(f"input_shape {value!r} is not a list of sizes such as 96,96,3 (height, width, channels; "
+                         "no batch).")
+    return shape
+
+
 @dataclass(frozen=True)
 class PreprocessOverrides:
     """User choices that replace what is read from the model's input shape (None = keep)."""
@@ -147,6 +163,7 @@ class ConvertConfig:
     allow_float_on_mcu: bool = False
     max_accuracy_drop: float | None = None
     diagnose: bool = False
+    input_shape: tuple[int, ...] | None = None  # fixes open input dimensions (H, W, C)
     recipes: tuple[Recipe, ...] = ()  # compare: one candidate per recipe (and per int8 calibration)
     calibrations: tuple[Calibration, ...] = ()
 
@@ -167,6 +184,7 @@ class ConvertConfig:
         self._check_targets()
         self._check_quantization()
         self._check_comparison()
+        _set(self, "input_shape", parse_shape(self.input_shape))
         if self.qat is not None and self.recipe is not Recipe.INT8:
             raise UsageError("quantization-aware training produces int8 models; use the int8 recipe.")
         if self.qat is not None and self.eval is None:
@@ -261,6 +279,7 @@ class ConvertConfig:
         for key in ("calibration", "weights", "activations"):
             out[key] = str(out[key])
         out["float_layers"] = list(self.float_layers)
+        out["input_shape"] = list(self.input_shape) if self.input_shape else None
         out["recipes"] = [str(r) for r in self.recipes]
         out["calibrations"] = [str(c) for c in self.calibrations]
         return out

@@ -8,6 +8,7 @@ convention, classes in sorted order); an ``.npz`` holds ``x`` and, where labelle
 from __future__ import annotations
 
 import logging
+import warnings
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -113,6 +114,19 @@ def _own_warnings(data: "Dataset", role: str) -> list[str]:
     return warnings
 
 
+def check_labels(data: "Dataset", output_shape: tuple, role: str) -> None:
+    """Class labels must name one of the model's classes (its last output dimension)."""
+    if data.y is None or len(output_shape) != 2 or not output_shape[-1] or output_shape[-1] < 2:
+        return
+    classes = int(output_shape[-1])
+    bad = (data.y < 0) | (data.y >= classes)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{role} {data.path}: label {int(data.y[row])} of sample {row} is not one of the model's "
+                        f"{classes} classes (0 to {classes - 1}); {int(bad.sum())} labels are out of range: fix the "
+                        "labels or give the data this model was trained for.")
+
+
 def compare_sets(calib: "Dataset", eval_data: "Dataset") -> list[str]:
     """Warnings when the calibration data does not look like the eval data (range, channel means)."""
     warnings = []
@@ -177,12 +191,19 @@ def _read_image_folder(path: Path, spec: Preprocess, role: str) -> tuple[np.ndar
     images = np.empty((len(files), height, width, spec.shape[-1]), dtype=np.uint8)
     for row, (_, file) in enumerate(files):
         try:
-            with Image.open(file) as image:
-                image = image.convert(mode)
-                if image.size != (width, height):
-                    image = image.resize((width, height), Image.Resampling.BILINEAR)
-                images[row] = np.asarray(image).reshape(height, width, -1)
-        except (UnidentifiedImageError, OSError) as exc:
+            # Pillow's decompression-bomb guard stays on, and its warning (1x to 2x the limit) is
+            # an error too: no image is ever decoded past Image.MAX_IMAGE_PIXELS.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(file) as image:
+                    image = image.convert(mode)
+                    if image.size != (width, height):
+                        image = image.resize((width, height), Image.Resampling.BILINEAR)
+                    images[row] = np.asarray(image).reshape(height, width, -1)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"{role}: image {file} claims more pixels than edgepipe decodes "
+                            f"({Image.MAX_IMAGE_PIXELS:,}): {exc}; remove it or scale it down.") from exc
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise DataError(f"{role}: cannot read image {file} ({exc}); remove or replace it.") from exc
     labels = np.array([index for index, _ in files], dtype=np.int64)
     return images, labels, classes

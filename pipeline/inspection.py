@@ -15,14 +15,7 @@ from typing import Any
 from targets import RunOptions, get_target
 
 from .calibration import CalibrationWork
-from .config import (
-    DEFAULT_CALIB_SAMPLES,
-    PreprocessOverrides,
-    _from_dict,
-    _number,
-    _path,
-    _set,
-)
+from .config import DEFAULT_CALIB_SAMPLES, PreprocessOverrides, _from_dict, _number, _path, _set, parse_shape
 from .convert import convert_model
 from .data import compare_sets, load_dataset
 from .diagnosis import layer_table
@@ -49,6 +42,7 @@ class InspectConfig:
     formats: bool = True
     calib_sweep: tuple[int, ...] = ()
     preprocess: PreprocessOverrides = field(default_factory=PreprocessOverrides)
+    input_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         _set(self, "model", _path(self.model, "model", optional=False))
@@ -61,11 +55,13 @@ class InspectConfig:
         _set(self, "calib_sweep", sweep)
         if isinstance(self.preprocess, dict):
             _set(self, "preprocess", PreprocessOverrides.from_dict(self.preprocess))
+        _set(self, "input_shape", parse_shape(self.input_shape))
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": str(self.model), "calib": str(self.calib), "eval": None if self.eval is None else str(self.eval),
                 "unsafe": self.unsafe, "calib_samples": self.calib_samples, "formats": self.formats,
-                "calib_sweep": list(self.calib_sweep), "preprocess": self.preprocess.to_dict()}
+                "calib_sweep": list(self.calib_sweep), "preprocess": self.preprocess.to_dict(),
+                "input_shape": list(self.input_shape) if self.input_shape else None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "InspectConfig":
@@ -75,6 +71,8 @@ class InspectConfig:
 def inspect_model(config: InspectConfig) -> dict[str, Any]:
     """The inspection report (see the README for its keys)."""
     model = load_model(config.model, unsafe=config.unsafe)
+    if config.input_shape:
+        model = model.with_input_shape(config.input_shape)
     overrides = config.preprocess
     spec = Preprocess.from_input_shape(model.input_shape, scale=overrides.scale, offset=overrides.offset,
                                        color_mode=overrides.color_mode)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from . import keras_compat
 from .artifacts import sha256_path
-from .errors import ModelLoadError
+from .errors import ConversionError, ModelLoadError, UsageError
 from .vocab import ModelFormat
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,37 @@ class LoadedModel:
     predict_batch: Callable[[np.ndarray], np.ndarray]
     make_converter: Callable[[int | None], Any]  # batch size (None keeps it dynamic) -> converter
     keras_model: Any = None
+    output_shape: tuple[int | None, ...] = ()
+    reshape: Callable[[tuple[int, ...]], "LoadedModel"] | None = None  # a copy with fixed sample dims
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model's signature insists on (e.g. 1), if any."""
+        return self.input_shape[0] if self.input_shape and self.input_shape[0] else None
+
+    @property
+    def dynamic_dims(self) -> bool:
+        """Whether a sample dimension (height, width, ...) is left open (None)."""
+        return any(d is None for d in self.input_shape[1:])
+
+    def with_input_shape(self, sample_shape: tuple[int, ...]) -> "LoadedModel":
+        """This model with its open sample dimensions fixed (``--input-shape``)."""
+        if len(sample_shape) != len(self.input_shape) - 1 or any(
+                d is not None and d != s for d, s in zip(self.input_shape[1:], sample_shape)):
+            raise UsageError(f"--input-shape {','.join(map(str, sample_shape))} does not fit the model's input "
+                             f"{list(self.input_shape)}; give one size per dimension after the batch.")
+        return self.reshape(tuple(sample_shape))
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Float outputs (first output) for all rows of ``x``."""
-        parts = [np.asarray(self.predict_batch(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+        """Float outputs (first output) for all rows of ``x``, in batches the model accepts."""
+        step = self.fixed_batch or batch_size
+        parts = []
+        for start in range(0, len(x), step):
+            chunk = x[start:start + step]
+            short = step - len(chunk) if self.fixed_batch else 0
+            if short:  # a fixed batch larger than what is left: pad, then drop the padding
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], short, axis=0)])
+            parts.append(np.asarray(self.predict_batch(chunk))[:len(chunk) - short])
         return np.concatenate(parts).astype(np.float32)
 
     def describe(self) -> dict:
@@ -63,6 +91,9 @@ def load_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
         config = _keras_zip_config(path)
     elif suffix in (".h5", ".hdf5"):
         config = _h5_config(path)
+    elif suffix == ".tflite":
+        raise ModelLoadError(f"{path} is already a .tflite model; run it with `edgepipe run {path} --target TARGET`, "
+                             "or convert the Keras or SavedModel model it came from.")
     else:
         raise ModelLoadError(f"{path} has an unknown extension {suffix!r}; give a .keras file, an .h5 file or a SavedModel folder.")
     if not unsafe:
@@ -142,23 +173,30 @@ def _load_keras(path: Path, suffix: str, unsafe: bool) -> LoadedModel:
     return wrap_keras(model, path, fmt)
 
 
-def wrap_keras(model, path: Path, fmt: ModelFormat, sha256: str | None = None) -> LoadedModel:
-    """A :class:`LoadedModel` around an in-memory Keras 3 or tf_keras model."""
+def _single(count: int, what: str, path: Path) -> None:
+    if count != 1:
+        raise ModelLoadError(f"{path} has {count} {what}s; edgepipe handles models with exactly one input and one "
+                             f"output (export a model that returns the {what} you want to quantize).")
+
+
+def wrap_keras(model, path: Path, fmt: ModelFormat, sha256: str | None = None,
+               sample_shape: tuple[int, ...] | None = None) -> LoadedModel:
+    """A :class:`LoadedModel` around an in-memory Keras 3 or tf_keras model (``sample_shape``
+    fixes open input dimensions)."""
     keras = keras_compat.keras3()
-    if not getattr(model, "inputs", None) or len(model.inputs) != 1:
-        raise ModelLoadError(
-            f"{path} must have exactly one input (it has {len(getattr(model, 'inputs', None) or [])}); "
-            "edgepipe handles single-input models."
-        )
+    _single(len(getattr(model, "inputs", None) or []), "input", path)
+    _single(len(getattr(model, "outputs", None) or []), "output", path)
     tf = keras_compat.tensorflow()
     shape = tuple(None if d is None else int(d) for d in model.inputs[0].shape)
+    if sample_shape is not None:
+        shape = (shape[0], *sample_shape)
 
     def predict_batch(x: np.ndarray) -> np.ndarray:
         out = model(tf.constant(x), training=False)
         return (out[0] if isinstance(out, (list, tuple)) else out).numpy()
 
     def make_converter(batch: int | None):
-        if batch is None:
+        if batch is None and sample_shape is None:
             return tf.lite.TFLiteConverter.from_keras_model(model)
         # Re-wrap with a fixed batch so the graph has static shapes (no SHAPE/PACK ops for
         # Flatten), which is what microcontrollers need and what XNNPACK delegates best.
@@ -173,41 +211,70 @@ def wrap_keras(model, path: Path, fmt: ModelFormat, sha256: str | None = None) -
         path=path, sha256=sha256 or sha256_path(path), format=fmt, input_shape=shape,
         params=int(model.count_params()), predict_batch=predict_batch,
         make_converter=make_converter, keras_model=model,
+        output_shape=tuple(None if d is None else int(d) for d in model.outputs[0].shape),
+        reshape=lambda fixed: wrap_keras(model, path, fmt, sha256, sample_shape=fixed),
     )
 
 
-def _load_saved_model(path: Path) -> LoadedModel:
+def _load_saved_model(path: Path, sample_shape: tuple[int, ...] | None = None, loaded=None) -> LoadedModel:
     tf = keras_compat.tensorflow()
-    try:
-        loaded = tf.saved_model.load(str(path))
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load SavedModel {path} ({_first_line(exc)}); re-export it with model.export().") from exc
+    if loaded is None:
+        try:
+            loaded = tf.saved_model.load(str(path))
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load SavedModel {path} ({_first_line(exc)}); re-export it with model.export().") from exc
     signature = loaded.signatures.get("serving_default")
     if signature is None:
         raise ModelLoadError(f"SavedModel {path} has no 'serving_default' signature; export it with model.export(path).")
     _, kwargs = signature.structured_input_signature
-    if len(kwargs) != 1:
-        raise ModelLoadError(f"SavedModel {path} must take exactly one input (it takes {len(kwargs)}).")
+    _single(len(kwargs), "input", path)
+    _single(len(signature.structured_outputs), "output", path)
     input_name, spec = next(iter(kwargs.items()))
-    output_name = sorted(signature.structured_outputs)[0]
+    output_name = next(iter(signature.structured_outputs))
     params = int(sum(np.prod(v.shape) for v in getattr(loaded, "variables", [])))
+    shape = tuple(None if d is None else int(d) for d in spec.shape)
+    if sample_shape is not None:
+        shape = (shape[0], *sample_shape)
 
     def predict_batch(x: np.ndarray) -> np.ndarray:
         return signature(**{input_name: tf.constant(x, dtype=spec.dtype)})[output_name].numpy()
 
     def make_converter(batch: int | None):
-        if batch is None:
+        if batch is None and sample_shape is None:
             return tf.lite.TFLiteConverter.from_saved_model(str(path))
+        fixed = shape[0] or batch  # a signature with a fixed batch keeps it
         traced = tf.function(lambda t: {output_name: signature(**{input_name: t})[output_name]})
-        concrete = traced.get_concrete_function(tf.TensorSpec([batch, *spec.shape[1:]], spec.dtype))
+        concrete = traced.get_concrete_function(tf.TensorSpec([fixed, *shape[1:]], spec.dtype))
         return tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded)
 
+    output = signature.structured_outputs[output_name]
     return LoadedModel(
-        path=path, sha256=sha256_path(path), format=ModelFormat.SAVED_MODEL,
-        input_shape=tuple(None if d is None else int(d) for d in spec.shape), params=params,
-        predict_batch=predict_batch,
-        make_converter=make_converter,
+        path=path, sha256=sha256_path(path), format=ModelFormat.SAVED_MODEL, input_shape=shape, params=params,
+        predict_batch=predict_batch, make_converter=make_converter,
+        output_shape=tuple(None if d is None else int(d) for d in output.shape),
+        reshape=lambda fixed: _load_saved_model(path, fixed, loaded),
     )
+
+
+RECURRENT = {"LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
+             "LSTMCell", "GRUCell", "SimpleRNNCell"}
+
+
+def refuse_recurrent(model: LoadedModel, recipe) -> None:
+    """TensorFlow's int8 and int16x8 calibration crash (SIGSEGV) on recurrent layers: say so before.
+    (``EDGEPIPE_SKIP_KNOWN_CRASH_CHECKS=1`` lets the crash happen, for testing the isolation.)"""
+    if model.keras_model is None or os.environ.get("EDGEPIPE_SKIP_KNOWN_CRASH_CHECKS") == "1":
+        return
+    found = []
+    pending = list(getattr(model.keras_model, "layers", []))
+    while pending:
+        layer = pending.pop(0)
+        if type(layer).__name__ in RECURRENT:
+            found.append(f"{layer.name} ({type(layer).__name__})")
+        pending.extend(getattr(layer, "layers", []))
+    if found:
+        raise ConversionError(f"recurrent layers ({', '.join(found)}) crash TensorFlow's {recipe} calibration; "
+                              "use --recipe dynamic or float16 for this model, or replace them.")
 
 
 def _first_line(exc: BaseException) -> str:

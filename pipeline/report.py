@@ -143,13 +143,13 @@ def write_reports(out, report: dict[str, Any], *, html: bool = True) -> list[str
     from .html import render_html
     from .markdown import render_markdown
 
-    atomic_write_json(out / "report.json", report)
     atomic_write_bytes(out / "report.md", render_markdown(report).encode())
-    names = ["report.json", "report.md"]
+    names = ["report.md"]
     if html:
         atomic_write_bytes(out / "report.html", render_html(report).encode())
         names.append("report.html")
-    return names
+    atomic_write_json(out / "report.json", report)
+    return [*names, "report.json"]
 
 
 def config_toml(settings: dict[str, Any]) -> str:

@@ -14,18 +14,18 @@ from edgecore.flatbuffer import read_graph
 from edgecore.metrics import output_error, top1_accuracy
 from edgecore.model_info import inspect_model
 from edgecore.progress import progress
-from targets import get_target
+from targets import breadcrumb, get_target
 
-from .artifacts import atomic_write_bytes
+from .artifacts import atomic_write_bytes, check_writable, locked_output
 from .calibration import CalibrationWork, split_for_selection
 from .candidates import Candidate, CandidateSpec, Evaluation, FloatBaseline, Made
 from .context import BASELINE_FILE, CONFIG_FILE, Context
 from .convert import convert_model
-from .data import compare_sets, load_dataset
+from .data import check_labels, compare_sets, load_dataset
 from .diagnosis import layer_table, severity, worst_layer
 from .errors import TargetError, UsageError, sentence
 from .islands import island_nodes
-from .loading import load_model
+from .loading import load_model, refuse_recurrent
 from .ranges import DEFAULT_PERCENTILE
 from .selection import choose_calibration
 from .verify import check_integer_only, compare
@@ -38,6 +38,11 @@ DIAGNOSIS_SAMPLES = 200
 def load(ctx: Context) -> None:
     """Load the float model and derive the preprocessing spec from its input shape."""
     ctx.model = load_model(ctx.config.model, unsafe=ctx.config.unsafe)
+    if ctx.config.input_shape:
+        ctx.model = ctx.model.with_input_shape(ctx.config.input_shape)
+    elif ctx.model.dynamic_dims:
+        raise UsageError(f"the model's input {list(ctx.model.input_shape)} has open dimensions (None); give their sizes "
+                         "with --input-shape, e.g. --input-shape 96,96,3 (height, width, channels).")
     overrides = ctx.config.preprocess
     ctx.preprocess = Preprocess.from_input_shape(
         ctx.model.input_shape, scale=overrides.scale, offset=overrides.offset, color_mode=overrides.color_mode
@@ -55,6 +60,8 @@ def data(ctx: Context) -> None:
     if ctx.config.eval is not None:
         ctx.eval = load_dataset(ctx.config.eval, spec, role="--eval")
         spec = ctx.eval.preprocess
+    if ctx.eval is not None:
+        check_labels(ctx.eval, ctx.model.output_shape, "--eval")
     if ctx.calib is not None and ctx.eval is not None:
         ctx.calib = replace(ctx.calib, warnings=(*ctx.calib.warnings, *compare_sets(ctx.calib, ctx.eval)))
     ctx.preprocess = spec
@@ -121,6 +128,9 @@ def make_candidate(ctx: Context, spec: CandidateSpec, model=None) -> Candidate:
     source = model or ctx.model
     by_quantizer = (made.recipe is Recipe.INT8 and model is None and ctx.calibration is not None
                     and (not made.converter_default or config.selects))
+    if made.recipe.needs_calibration:
+        refuse_recurrent(source, made.recipe)
+    breadcrumb(f"converting candidate {spec.name} ({made.recipe}{', calibrating' if made.recipe.needs_calibration else ''})")
     if by_quantizer:
         artifact, made, ctx.notes[spec.name] = _int8_by_quantizer(ctx, made)
     else:
@@ -229,11 +239,14 @@ def emit(ctx: Context) -> None:
     files = {candidate.filename: candidate.artifact for candidate in ctx.candidates}
     if ctx.plan.baseline_file:
         files = {ctx.plan.baseline_file: ctx.baseline.artifact, **files}
-    for name, blob in files.items():
-        atomic_write_bytes(out / name, blob)
     ctx.report = build_conversion_report(ctx)
-    written = write_reports(out, ctx.report)
-    atomic_write_bytes(out / CONFIG_FILE, config_toml(ctx.config.to_dict()).encode())
+    with locked_output(out):
+        # Again, under the lock: another run may have written here since this one started.
+        check_writable(out, [*files, "report.json"], ctx.config.overwrite)
+        for name, blob in files.items():
+            atomic_write_bytes(out / name, blob)
+        atomic_write_bytes(out / CONFIG_FILE, config_toml(ctx.config.to_dict()).encode())
+        written = write_reports(out, ctx.report)  # report.json last: the record of a complete run
     for action in ctx.after_emit:
         action()
     log.info("wrote %s", ", ".join(str(out / n) for n in [*files, *written, CONFIG_FILE]))
@@ -245,6 +258,7 @@ def run_pipeline(ctx: Context) -> Context:
     for number, stage in enumerate(stages, start=1):
         started = time.perf_counter()
         log.info("[%d/%d] %s", number, len(stages), stage.name)
+        breadcrumb(f"running stage {stage.name}")
         stage.run(ctx)
         log.debug("%s took %.2fs", stage.name, time.perf_counter() - started)
     return ctx

@@ -17,6 +17,8 @@ from .registry import (
                        targets_with,
                        unregister_target,
 )
+from .worker import breadcrumb, call_isolated, in_worker
 
 __all__ = ["Capability", "DeployBundle", "RunOptions", "SshOptions", "Target", "TargetResult", "available_targets",
-           "check_options", "get_target", "register_target", "require", "targets_with", "unregister_target"]
+           "breadcrumb", "call_isolated", "check_options", "get_target", "in_worker", "register_target", "require",
+           "targets_with", "unregister_target"]

@@ -4,6 +4,7 @@ the options a run takes and what it returns."""
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -21,6 +22,9 @@ def _known(cls, data: dict[str, Any], what: str) -> dict[str, Any]:
     return dict(data)
 
 
+_HOST = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?(?:[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])")
+
+
 @dataclass(frozen=True)
 class SshOptions:
     """Where a device target runs over SSH: ``host`` is ``[USER@]HOST``."""
@@ -33,8 +37,11 @@ class SshOptions:
     timeout: int = 15
 
     def __post_init__(self) -> None:
-        if not isinstance(self.host, str) or not self.host.strip() or self.host.startswith("-"):
-            raise UsageError(f"--host {self.host!r} is not a host name; give USER@HOST.")
+        # ssh is called with a list of arguments and "--" before the host, but the host also must not
+        # smuggle an option or a shell word: letters, digits and . _ - only (IPv6 in brackets).
+        if not isinstance(self.host, str) or not _HOST.fullmatch(self.host):
+            raise UsageError(f"--host {self.host!r} is not a host name; give USER@HOST (letters, digits, '.', '_' "
+                             "and '-', not starting with '-').")
         if self.port is not None and not 1 <= int(self.port) <= 65535:
             raise UsageError(f"--port {self.port} is not a TCP port; give a number from 1 to 65535.")
 

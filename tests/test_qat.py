@@ -135,6 +135,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tiny_keras, small_npz, tmp_
             raise RuntimeError("simulated interruption")
 
     config = _qat_config(tiny_keras, small_npz, small_npz, tmp_path, epochs=2, patience=5)
+    monkeypatch.setenv("EDGEPIPE_IN_PROCESS", "1")  # the patched callback lives in this process
     monkeypatch.setattr(qat._Checkpoint, "on_epoch_end", save_then_crash)
     with pytest.raises(RuntimeError, match="simulated interruption"):
         api.convert(config)
