@@ -4,16 +4,28 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgepipe-installed
 
-.PHONY: demo test test-fast bench venv system-deps arm-emulator sample reference calibrate clean
+.PHONY: demo test test-fast bench venv lock system-deps arm-emulator sample reference calibrate clean \
+	docker-check docker-clean
 
 venv: $(STAMP)
 
-# Re-install whenever the project metadata changes; the stamp keeps repeat runs instant.
-$(STAMP): pyproject.toml
+# Exactly the packages of requirements.lock, hash-checked (the same set .ci/run and the Dockerfile
+# install), then edgepipe itself without dependencies. Re-installed when the lock changes.
+$(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,qat]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Maintainers: re-resolve requirements.lock from pyproject.toml and say which versions moved.
+lock:
+	$(PYTHON) -m venv .lock-venv && .lock-venv/bin/python -m pip install --quiet uv
+	cp requirements.lock .requirements.lock.old 2>/dev/null || touch .requirements.lock.old
+	.lock-venv/bin/uv pip compile pyproject.toml --extra test --extra qat --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --constraint requirements.constraints --upgrade --quiet \
+		-o requirements.lock
+	@$(PYTHON) -c "import re,sys; old,new=[dict(re.findall(r'^([A-Za-z0-9_.-]+)==(\S+)', open(f).read(), re.M)) for f in ('.requirements.lock.old','requirements.lock')]; moved=[f'{k}: {old.get(k,\"-\")} -> {new.get(k,\"-\")}' for k in sorted(set(old)|set(new)) if old.get(k)!=new.get(k)]; print('\n'.join(moved) or 'nothing moved')"
+	rm -rf .lock-venv .requirements.lock.old
 
 demo: $(STAMP)
 	$(BIN)/edgepipe demo --out demo-out --overwrite

@@ -95,6 +95,7 @@ class Strategy(Choice):
 
     DEFAULT = "default"
     MIRRORED = "mirrored"
+    MULTI_WORKER = "multi-worker"
 
 
 class LayerStatus(Choice):

@@ -21,10 +21,11 @@ from targets import (
     require,
 )
 
-from .artifacts import atomic_write_bytes, check_writable
+from .artifacts import atomic_write_bytes, check_writable, locked_output
 from .config import ConvertConfig, PreprocessOverrides, QatOptions
 from .context import Context
 from .data import check_labels, load_dataset
+from .distribute import prepare as prepare_devices
 from .errors import ConversionError, TargetError, UsageError, sentence
 from .inspection import InspectConfig
 from .plan import plan
@@ -42,7 +43,7 @@ class ConversionResult:
     """Where the artifacts went, the chosen artifact, and the report that describes them."""
 
     out: Path
-    artifact: Path
+    artifact: Path | None  # None for a non-chief worker of a multi-worker QAT run, which writes nothing
     report: dict[str, Any]
 
 
@@ -55,14 +56,19 @@ def convert(config: ConvertConfig, *, isolated: bool | None = None) -> Conversio
     naming what was being converted, never a dead process."""
     if not isinstance(config, ConvertConfig):
         raise UsageError(f"convert() takes a ConvertConfig, not {type(config).__name__}.")
+    if config.qat is not None:
+        prepare_devices(config.qat.strategy)
     run_plan = plan(config)
-    check_writable(config.out, run_plan.outputs, config.overwrite)
+    if run_plan.writes:
+        check_writable(config.out, run_plan.outputs, config.overwrite)
     if isolated is None:
         isolated = not in_worker() and os.environ.get("EDGEPIPE_IN_PROCESS") != "1"
     if isolated:
         return call_isolated(_convert_here, config, what="TensorFlow's converter crashed", forward_stderr=True,
                              error=ConversionError, hint_for=crash_hint)
     ctx = run_pipeline(Context(config=config, plan=run_plan))
+    if not run_plan.writes:  # a non-chief worker of a multi-worker QAT run
+        return ConversionResult(out=config.out, artifact=None, report=ctx.report)
     return ConversionResult(out=config.out, artifact=config.out / run_plan.spec(ctx.chosen).filename,
                             report=ctx.report)
 
@@ -94,6 +100,37 @@ def run_on_target(model_path: str | Path, target: str, eval_path: str | Path | N
         check_labels(data, info.outputs[0].shape, "--eval")
     result = chosen.run(blob, data.x if data else None, data.y if data else None, options)
     return build_run_report(path, blob, info, data, data.preprocess if data else spec, target, result)
+
+
+def run_on_fleet(model_path: str | Path, inventory: str | Path, eval_path: str | Path | None = None, *,
+                 target: str | None = None, options: RunOptions = RunOptions(),
+                 preprocess: PreprocessOverrides = PreprocessOverrides(), parallel: int = 4, timeout: float = 600.0,
+                 out: str | Path | None = None) -> dict[str, Any]:
+    """Run a ``.tflite`` on every device of an inventory (see :mod:`pipeline.fleet`); a device that
+    fails is a row with its reason. With ``out``, report.json/md/html are written there."""
+    from .fleet import read_inventory, run_fleet
+    from .report import fleet_report, write_reports
+
+    devices = read_inventory(inventory, target)
+    path = Path(model_path)
+    if not path.is_file():
+        raise UsageError(f"model {path} does not exist; give the .tflite file written by `edgepipe convert`.")
+    if out is not None:
+        check_writable(Path(out), ["report.json"], overwrite=True)
+    blob = path.read_bytes()
+    for name in dict.fromkeys(d.target for d in devices):
+        _read_model(path, get_target(name))  # every board profile can run it
+    info = inspect_model(blob)
+    spec = Preprocess.from_input_shape((None, *info.inputs[0].shape[1:]), scale=preprocess.scale,
+                                       offset=preprocess.offset, color_mode=preprocess.color_mode)
+    data = load_dataset(eval_path, spec, role="--eval") if eval_path is not None else None
+    fleet = run_fleet(blob, devices, data.x if data else None, data.y if data else None, options,
+                      parallel=parallel, timeout=timeout)
+    report = fleet_report(path, blob, info, data, data.preprocess if data else spec, fleet)
+    if out is not None:
+        with locked_output(Path(out)):
+            write_reports(Path(out), report)
+    return report
 
 
 def deploy(model_path: str | Path, target: str, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
@@ -131,6 +168,13 @@ def inspect(config: InspectConfig) -> dict[str, Any]:
     if not isinstance(config, InspectConfig):
         raise UsageError(f"inspect() takes an InspectConfig, not {type(config).__name__}.")
     return run(config)
+
+
+def rerun(report_path: str | Path, out: str | Path | None = None):
+    """Repeat the conversion a report.json describes; see :mod:`pipeline.rerun`."""
+    from .rerun import rerun as repeat
+
+    return repeat(report_path, out)
 
 
 def rebuild_reports(folder: str | Path, *, html: bool = True) -> list[Path]:
@@ -175,5 +219,5 @@ def demo(out: str | Path = "demo-out", *, overwrite: bool = False, options: RunO
 
 
 __all__ = ["ConversionResult", "ConvertConfig", "InspectConfig", "PreprocessOverrides", "QatOptions", "Recipe",
-           "RunOptions", "convert", "demo", "demo_config", "deploy", "inspect", "list_targets", "rebuild_reports", "run_on_target",
+           "RunOptions", "convert", "demo", "demo_config", "deploy", "inspect", "list_targets", "rebuild_reports", "rerun", "run_on_fleet", "run_on_target",
            "sample_path"]

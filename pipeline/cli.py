@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -140,6 +141,27 @@ def compare(ctx, as_json, **_):
     _emit(api.convert(_config(ctx, keys, defaults)).report, as_json)
 
 
+@main.command()
+@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Keep the new artifacts here [default: a temporary folder, removed afterwards].")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+def rerun(report, out, as_json):
+    """Repeat the conversion REPORT (a report.json) describes and say whether the artifacts' sha256
+    match; when they do not, what differs (model, data, library versions). Exit 1 on a mismatch."""
+    verdict = api.rerun(report, out)
+    if as_json:
+        click.echo(json.dumps(verdict.to_dict(), indent=2))
+    else:
+        for row in verdict.artifacts:
+            state = "same bytes" if row["match"] else f"other bytes (sha256 {row['now']})"
+            click.echo(f"{row['candidate']}: {state}; recorded sha256 {row['then']}")
+        click.echo("match: every artifact is byte-identical to the report's." if verdict.match else
+                   "mismatch: " + "; ".join(verdict.differences) + ".")
+    if not verdict.match:
+        raise SystemExit(1)
+
+
 @main.command(name="report")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--html/--no-html", default=True, show_default=True, help="Also rebuild report.html.")
@@ -163,7 +185,7 @@ def rebuild_report(folder, html):
               help="Early stopping: epochs without a better eval loss.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for deterministic training.")
 @click.option("--strategy", type=click.Choice(Strategy.choices()), default=str(Strategy.DEFAULT), show_default=True,
-              help="tf.distribute strategy: 'mirrored' trains on all local GPUs.")
+              help="tf.distribute strategy: 'mirrored' over the local GPUs (two logical CPUs without one), 'multi-worker' across machines configured by TF_CONFIG (the global batch is --batch-size).")
 @click.option("--parity-tolerance", type=click.FloatRange(min=0), default=0.01, show_default=True,
               help="Largest accepted accuracy gap between the QAT Keras model and its .tflite.")
 @click.option("--fresh", is_flag=True, help="Ignore a checkpoint left in --out by an interrupted run.")
@@ -193,12 +215,17 @@ def qat(model, train, eval_, calib, epochs, batch_size, learning_rate, patience,
         preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode),
         run=RunOptions(threads=threads, runs=runs), qat=options,
     )
-    _emit(api.convert(config).report, as_json)
+    result = api.convert(config)
+    if result.artifact is None:  # a non-chief worker of a multi-worker run
+        click.echo(json.dumps(result.report) if as_json else
+                   f"worker: trained {result.report['epochs_run']} epochs with the cluster; the chief writes the artifacts.")
+        return
+    _emit(result.report, as_json)
 
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", required=True, type=TargetChoice(), help="Where to run (see `edgepipe targets`).")
+@click.option("--target", type=TargetChoice(), help="Where to run (see `edgepipe targets`); required without --hosts.")
 @click.option("--eval", "eval_", type=click.Path(path_type=Path), help="Evaluation data: image folder or .npz with x (and y).")
 @preprocess_options
 @run_options
@@ -209,17 +236,32 @@ def qat(model, train, eval_, calib, epochs, batch_size, learning_rate, patience,
               help="known_hosts file to check the device's host key against [default: ssh's own].")
 @click.option("--remote-python", default="python3", show_default=True,
               help="Python on the device that has numpy and a LiteRT interpreter.")
+@click.option("--hosts", "inventory", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A fleet: a TOML inventory of devices (name, host, port, identity, known_hosts, target); runs on all.")
+@click.option("--parallel", type=click.IntRange(min=1), default=4, show_default=True,
+              help="--hosts: devices at a time.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600, show_default=True,
+              help="--hosts: seconds one device may take.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="--hosts: also write report.json/md/html here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON to stdout.")
 def run(model, target, eval_, scale, offset, color_mode, threads, runs, warmup, batch_size, emulate, ssh_host, port,
-        identity, known_hosts, remote_python, as_json):
-    """Run a .tflite MODEL on a target: accuracy over --eval, latency, and what the runtime did."""
+        identity, known_hosts, remote_python, inventory, parallel, timeout, out, as_json):
+    """Run a .tflite MODEL on a target: accuracy over --eval, latency, and what the runtime did;
+    with --hosts, on every device of a fleet."""
+    preprocess = PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode)
+    options = RunOptions(threads=threads, warmup=warmup, runs=runs, batch_size=batch_size, emulate=emulate)
+    if inventory is not None:
+        if ssh_host or emulate:
+            raise UsageError("--hosts runs on the devices of the inventory; drop --host and --emulate.")
+        _emit(api.run_on_fleet(model, inventory, eval_, target=target, options=options, preprocess=preprocess,
+                               parallel=parallel, timeout=timeout, out=out), as_json)
+        return
+    if target is None:
+        raise UsageError("--target is required (see `edgepipe targets`), unless --hosts names the devices' targets.")
     remote = SshOptions(host=ssh_host, port=port, identity=identity, known_hosts=known_hosts,
                         python=remote_python) if ssh_host else None
-    report = api.run_on_target(
-        model, target, eval_, options=RunOptions(threads=threads, warmup=warmup, runs=runs, batch_size=batch_size,
-                                                 emulate=emulate, ssh=remote),
-        preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode),
-    )
+    report = api.run_on_target(model, target, eval_, options=replace(options, ssh=remote), preprocess=preprocess)
     _emit(report, as_json)
 
 

@@ -47,9 +47,12 @@ class RunPlan:
     chosen: str | None  # None: a stage chooses (the ladder)
     baseline_file: str | None  # None when a candidate is the float32 model itself
     tolerant_targets: bool = False  # a target that cannot run a candidate is a cell, not a failure
+    writes: bool = True  # False for a non-chief worker of a multi-worker QAT run
 
     @property
     def outputs(self) -> list[str]:
+        if not self.writes:
+            return []
         files = [spec.filename for spec in self.candidates]
         if self.baseline_file:
             files.insert(0, self.baseline_file)
@@ -73,6 +76,7 @@ class QatRecord:
     history: list[dict] = field(default_factory=list)
     keras_accuracy: float | None = None
     parity: dict[str, Any] | None = None
+    strategy: dict[str, Any] | None = None  # the tf.distribute engine and how many replicas
 
     def to_dict(self) -> dict[str, Any]:
         counts = {str(status): sum(row.status is status for row in self.layers)
@@ -82,7 +86,8 @@ class QatRecord:
             "layers": [row.to_dict() for row in self.layers], "layer_counts": counts,
             "epochs_run": self.epochs_run, "resumed_from_epoch": self.resumed_from_epoch,
             "stopped_early": self.stopped_early, "history": self.history,
-            "keras_accuracy": self.keras_accuracy, **({"parity": self.parity} if self.parity else {}),
+            "keras_accuracy": self.keras_accuracy, "strategy": self.strategy,
+            **({"parity": self.parity} if self.parity else {}),
         }
 
 

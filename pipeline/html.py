@@ -122,6 +122,23 @@ def _per_target_plot(report: dict, key: str, label: str) -> str | None:
     return _png(figure)
 
 
+def plot_fleet(report: dict) -> str | None:
+    rows = [r for r in (report.get("fleet") or {}).get("devices", []) if r.get("ok") and r.get("latency_ms")]
+    if not rows:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 0.8 + 0.4 * len(rows)))
+    for index, row in enumerate(rows):
+        latency = row["latency_ms"]
+        axes.plot([latency["min"], latency["p90"]], [index, index], color="#8c959f", linewidth=2)
+        axes.scatter([latency["p50"]], [index], color="#0969da", zorder=3, label="p50" if index == 0 else None)
+    axes.set_yticks(range(len(rows)), [r["device"] for r in rows])
+    axes.set_xlabel("latency per inference (ms): min to p90, dot at p50")
+    axes.grid(True, axis="x", alpha=0.3)
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
 def plot_layers(report: dict) -> str | None:
     layers = (report.get("diagnosis") or {}).get("layers") or report.get("layers")
     if not layers:
@@ -198,7 +215,8 @@ def render_html(report: dict[str, Any]) -> str:
              (_per_target_plot(report, "latency_ms", "latency per inference (ms; measured or estimated)"),
               "Latency per target (log scale)."),
              (_per_target_plot(report, "energy_mj", "energy per inference (mJ, estimated)"), "Energy per target."),
-             (plot_layers(report), "Per-layer SNR, worst first."), (plot_training(report), "QAT training curve.")]
+             (plot_layers(report), "Per-layer SNR, worst first."), (plot_training(report), "QAT training curve."),
+             (plot_fleet(report), "Latency spread across the fleet.")]
     figures = "".join(f"<figure><img alt='{html.escape(caption)}' src='{uri}'><figcaption>{html.escape(caption)}"
                       "</figcaption></figure>" for uri, caption in plots if uri)
     recommendations = (report.get("comparison") or {}).get("recommendations") or {}

@@ -32,6 +32,9 @@ def tensorflow():
                 import tensorflow as tf
 
                 tf.config.list_physical_devices()  # the CUDA probe reports here, not mid-pipeline
+                from .distribute import at_startup
+
+                at_startup(tf)  # --strategy mirrored on a CPU, or multi-worker: set up at start-up only
         except BaseException:
             sys.stderr.write(said.text)  # a failed import keeps its diagnostics
             raise

@@ -53,7 +53,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if err:
             lines += [f"Output error vs float: RMSE {err['rmse']:.4g}, SNR {err['snr_db']} dB, "
                       f"cosine {err['cosine']:.4f}. Size ratio {q['size_ratio']:.3f}.", ""]
-    lines += _comparison(report) + _quantization_notes(report)
+    lines += _comparison(report) + _quantization_notes(report) + _fleet(report)
     lines += _cpu_table(report["targets"]) + _mcu_table(report["targets"])
     io = artifact["input"], artifact["output"]
     lines += [f"Input {io[0]['dtype']} {io[0]['shape']} scale {io[0]['scale']:.6g} zero point {io[0]['zero_point']}; "
@@ -63,6 +63,34 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines.append(f"TensorFlow {env.get('tensorflow')}, LiteRT {env.get('litert')}, TFLM {env.get('tflite_micro')}, "
                  f"Python {env.get('python')}, {env.get('platform')}.")
     return "\n".join(lines) + "\n"
+
+
+def _fleet(report: dict[str, Any]) -> list[str]:
+    """run --hosts: one row per device, then the fleet's latency spread and output agreement."""
+    fleet = report.get("fleet")
+    if not fleet:
+        return []
+    lines = ["| device | host | target | runtime | accuracy | p50 ms | p90 ms | energy mJ | outputs |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in fleet["devices"]:
+        if not row["ok"]:
+            lines.append(f"| {row['device']} | {row['host']} | {row['target']} | failed: {row['reason']} | | | | | |")
+            continue
+        latency, energy = row.get("latency_ms") or {}, (row.get("energy_mj") or {}).get("value")
+        lines.append(f"| {row['device']} | {row['measured_on'] or row['host']} | {row['target']} | {row['runtime']} | "
+                     f"{_pct(row.get('accuracy'))} | {_ms(latency, 'p50')} | {_ms(latency, 'p90')} | "
+                     f"{'n/a' if energy is None else f'{energy:.4g}'} | "
+                     f"{(row.get('outputs_sha256') or 'n/a')[:12]} |")
+    summary = fleet["summary"]
+    spread = summary["latency_p50_ms"]
+    lines += ["", f"{summary['ran']} of {summary['devices']} devices ran"
+              + (f" (failed: {', '.join(summary['failed'])})" if summary["failed"] else "") + "."
+              + (f" p50 latency min {spread['min']:.3f} ms, median {spread['median']:.3f} ms, max {spread['max']:.3f} ms."
+                 if spread else ""), ""]
+    if summary["identical_outputs"] is not None:
+        lines += ["Outputs: " + ("bit-identical on every device that ran." if summary["identical_outputs"] else
+                                 f"**not** identical: {', '.join(summary['differing'])} differ from the others."), ""]
+    return lines
 
 
 def _comparison(report: dict[str, Any]) -> list[str]:
@@ -178,6 +206,8 @@ def _rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The candidate rows (schema 2); a schema-1 report's one artifact as a single row."""
     if report.get("candidates"):
         return report["candidates"]
+    if "quantized" not in report:
+        return []
     q = report["quantized"]
     return [{"name": report["recipe"], "made": None, "artifact": report["artifact"], "accuracy": q["accuracy"],
              "agreement": q["agreement"], "targets": report["targets"]}]

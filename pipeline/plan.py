@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from . import qat_stages
+from . import distribute, qat_stages
 from .candidates import CandidateSpec, Made
 from .compare import choose_recommended
 from .config import ConvertConfig
@@ -43,6 +43,12 @@ def plan(config: ConvertConfig) -> RunPlan:
                            activations=config.activations, float_layers=config.float_layers)
         specs = (CandidateSpec(str(recipe), f"model_{recipe}.tflite", made),)
         chosen, middle = specs[0].name, (*prepare, Stage("convert", convert))
+    elif not distribute.is_chief(config.qat.strategy):
+        # A non-chief worker of a multi-worker run: it trains with the others, then leaves; the chief
+        # converts, verifies and writes.
+        stages = (Stage("load", load), Stage("data", data), Stage("qat layer scan", qat_stages.qat_scan),
+                  Stage("qat (worker)", qat_stages.train_only))
+        return RunPlan(stages=stages, candidates=(), chosen=None, baseline_file=None, writes=False)
     else:
         specs = (CandidateSpec("int8/ptq", "model_int8_ptq.tflite", Made.for_recipe(Recipe.INT8)),
                  CandidateSpec("int8/qat", "model_int8_qat.tflite", Made.for_recipe(Recipe.INT8, qat=True)))

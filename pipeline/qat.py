@@ -19,12 +19,12 @@ import numpy as np
 
 from edgecore.progress import progress
 
-from . import keras_compat
+from . import distribute, keras_compat
 from .artifacts import atomic_write_json
 from .config import QatOptions
 from .data import Dataset
 from .errors import ConversionError, UsageError
-from .vocab import LayerStatus, Strategy
+from .vocab import LayerStatus
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ class TrainingOutcome:
     resumed_from_epoch: int
     stopped_early: bool
     history: list[dict]
+    strategy: dict | None = None
 
 
 def train(float_model, scan: list[LayerRow], train_data: Dataset, eval_data: Dataset, options: QatOptions,
@@ -185,8 +186,7 @@ def train(float_model, scan: list[LayerRow], train_data: Dataset, eval_data: Dat
     kit = keras_compat.legacy_keras()
     kit.utils.set_random_seed(options.seed)
     tf.config.experimental.enable_op_determinism()
-    strategy = (tf.distribute.MirroredStrategy() if options.strategy is Strategy.MIRRORED
-                else tf.distribute.get_strategy())
+    strategy = distribute.make_strategy(tf, options.strategy)
     log.info("QAT under %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
     with strategy.scope():
         model = quantize(float_model, scan)
@@ -210,16 +210,21 @@ def train(float_model, scan: list[LayerRow], train_data: Dataset, eval_data: Dat
         elif state.get("fingerprint") != fingerprint:
             log.info("ignoring the checkpoint in %s: it was made from other inputs or options", folder)
 
+    saves, real = distribute.checkpoint_folder(folder, options.strategy)
     with progress(options.epochs - start, "QAT epochs", log) as advance:
-        callbacks = [_callback("_Progress")(options.epochs, advance), _callback("_Checkpoint")(folder, fingerprint, history),
+        callbacks = [_callback("_Progress")(options.epochs, advance),
+                     _callback("_Checkpoint")(saves, fingerprint, history, write_state=real),
                      kit.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience, restore_best_weights=True)]
         fit = model.fit(train_data.x, train_data.y, validation_data=(eval_data.x, eval_data.y), epochs=options.epochs,
                         initial_epoch=start, batch_size=options.batch_size, shuffle=True, verbose=0,
                         callbacks=callbacks)
+    distribute.discard(saves, real)
     stopped = callbacks[2].stopped_epoch > 0
     epochs_run = start + len(fit.epoch)
     return TrainingOutcome(model=model, epochs_run=epochs_run, resumed_from_epoch=start, stopped_early=stopped,
-                           history=history)
+                           history=history, strategy={"name": str(options.strategy), "engine": type(strategy).__name__,
+                                                      "replicas": int(strategy.num_replicas_in_sync),
+                                                      "global_batch": options.batch_size})
 
 
 def discard_checkpoint(out: Path) -> None:
@@ -249,17 +254,19 @@ def _make_callbacks() -> dict[str, type]:
     class _Checkpoint(base):
         """Weights after every epoch, then a state file pointing at them (written atomically last)."""
 
-        def __init__(self, folder: Path, fingerprint: str, history: list[dict]) -> None:
+        def __init__(self, folder: Path, fingerprint: str, history: list[dict], write_state: bool = True) -> None:
             super().__init__()
             self.folder, self.fingerprint, self.history = folder, fingerprint, history
+            self.write_state = write_state  # a non-chief worker saves (collectives need it) but records nothing
 
         def on_epoch_end(self, epoch, logs=None):
             self.folder.mkdir(parents=True, exist_ok=True)
             name = f"epoch-{epoch + 1:03d}"
             self.model.save_weights(str(self.folder / name))
             self.history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
-            atomic_write_json(self.folder / "state.json", {"fingerprint": self.fingerprint, "epoch": epoch + 1,
-                                                            "checkpoint": name, "history": self.history})
+            if self.write_state:
+                atomic_write_json(self.folder / "state.json", {"fingerprint": self.fingerprint, "epoch": epoch + 1,
+                                                                "checkpoint": name, "history": self.history})
 
     return {"_Progress": _Progress, "_Checkpoint": _Checkpoint}
 

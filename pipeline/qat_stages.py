@@ -54,8 +54,28 @@ def quantization_aware_training(ctx: Context) -> None:
     make_candidate(ctx, spec, model=trained)
     record.epochs_run, record.resumed_from_epoch = outcome.epochs_run, outcome.resumed_from_epoch
     record.stopped_early, record.history = outcome.stopped_early, outcome.history
+    record.strategy = outcome.strategy
     record.keras_accuracy = top1_accuracy(trained.predict(ctx.eval.x), ctx.eval.y) if classifier else None
     ctx.after_emit.append(lambda: qat.discard_checkpoint(config.out))
+
+
+def train_only(ctx: Context) -> None:
+    """A non-chief worker: train with the cluster (the chief checkpoints, converts and writes)."""
+    config, record = ctx.config, ctx.qat
+    info_shape = ctx.model.output_shape
+    classifier = len(info_shape) == 2 and (info_shape[-1] or 0) > 1
+    softmax_head = classifier and _ends_in_softmax(ctx.model)
+    outcome = qat.train(record.legacy_model, record.layers, ctx.train, ctx.eval, config.qat, config.out,
+                        ctx.model.sha256, classifier=classifier, softmax_head=softmax_head)
+    record.epochs_run, record.resumed_from_epoch = outcome.epochs_run, outcome.resumed_from_epoch
+    ctx.report = {"worker": True, "epochs_run": outcome.epochs_run, "resumed_from_epoch": outcome.resumed_from_epoch}
+    log.info("worker done after %d epochs; the chief writes the artifacts", outcome.epochs_run)
+
+
+def _ends_in_softmax(model) -> bool:
+    layer = model.keras_model.layers[-1] if model.keras_model is not None else None
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", "") == "softmax" or type(layer).__name__ == "Softmax"
 
 
 def parity(ctx: Context) -> None:

@@ -138,6 +138,21 @@ def build_run_report(path, blob: bytes, info: ModelInfo, eval_data, preprocess, 
     }
 
 
+def fleet_report(path, blob: bytes, info: ModelInfo, eval_data, preprocess, fleet: dict[str, Any]) -> dict[str, Any]:
+    """The report of ``edgepipe run --hosts``: one artifact on every device of a fleet."""
+    return {
+        "schema": SCHEMA,
+        "created": _now(),
+        "artifact": describe_artifact(path, blob, info),
+        "model": {"macs": info.macs},
+        "preprocess": preprocess.to_dict(),
+        "data": {"eval": eval_data.describe() if eval_data else None},
+        "targets": {},
+        "fleet": fleet,
+        "environment": environment(),
+    }
+
+
 def write_reports(out, report: dict[str, Any], *, html: bool = True) -> list[str]:
     """report.json, report.md and report.html in ``out``, each written atomically; their names."""
     from .html import render_html
@@ -165,5 +180,5 @@ def config_toml(settings: dict[str, Any]) -> str:
             "# options given on the command line override it.\n" + tomli_w.dumps(drop_none(settings)))
 
 
-__all__ = ["SCHEMA", "config_toml", "write_reports", "build_conversion_report", "build_run_report", "candidate_row",
+__all__ = ["SCHEMA", "config_toml", "fleet_report", "write_reports", "build_conversion_report", "build_run_report", "candidate_row",
            "describe_artifact"]

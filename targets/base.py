@@ -34,7 +34,8 @@ class SshOptions:
     identity: str | None = None
     known_hosts: str | None = None
     python: str = "python3"
-    timeout: int = 15
+    timeout: int = 15  # seconds to connect
+    budget: float = 3600.0  # seconds for the whole run on the device (copy, run, fetch, clean up)
 
     def __post_init__(self) -> None:
         # ssh is called with a list of arguments and "--" before the host, but the host also must not

@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,19 +56,28 @@ class Session:
             if shutil.which(tool) is None:
                 raise TargetError(f"`{tool}` is not installed; install the OpenSSH client (apt-get install openssh-client).")
         self.options = options
+        self.deadline = time.monotonic() + options.budget
+
+    def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
+        left = self.deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise subprocess.TimeoutExpired(argv, 0)
+            return subprocess.run(argv, capture_output=True, text=True, timeout=left)
+        except subprocess.TimeoutExpired as exc:
+            raise TargetError(f"{self.options.host} did not finish within {self.options.budget:g} s; check the device, "
+                              "or allow more time (--timeout).") from exc
 
     def ssh(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
         port = ["-p", str(self.options.port)] if self.options.port else []
-        done = subprocess.run(["ssh", *_common(self.options), *port, "--", self.options.host, command],
-                              capture_output=True, text=True, timeout=3600)
+        done = self._run(["ssh", *_common(self.options), *port, "--", self.options.host, command])
         if done.returncode == 255 or (check and done.returncode != 0 and not done.stdout.strip()):
             raise _explain(self.options, done.stderr)
         return done
 
     def scp(self, sources: list[str], destination: str) -> None:
         port = ["-P", str(self.options.port)] if self.options.port else []
-        done = subprocess.run(["scp", "-q", *_common(self.options), *port, "--", *sources, destination],
-                              capture_output=True, text=True, timeout=3600)
+        done = self._run(["scp", "-q", *_common(self.options), *port, "--", *sources, destination])
         if done.returncode != 0:
             raise _explain(self.options, done.stderr)
 
@@ -107,6 +117,10 @@ def run(options: SshOptions, model: bytes, inputs: np.ndarray | None, *, threads
             if inputs is not None:
                 session.scp([session.remote(f"{remote_dir}/outputs.npy")], str(local / "outputs.npy"))
                 raw = np.load(local / "outputs.npy")
-    finally:
-        session.ssh(f"rm -rf -- {shlex.quote(remote_dir)}", check=False)
+    finally:  # clean up even after a timeout, with a short grace of its own
+        session.deadline = max(session.deadline, time.monotonic() + options.timeout)
+        try:
+            session.ssh(f"rm -rf -- {shlex.quote(remote_dir)}", check=False)
+        except TargetError:
+            pass
     return result, raw

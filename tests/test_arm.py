@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import getpass
 import glob
 import json
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,58 +17,17 @@ from pipeline.errors import TargetError
 from targets import emulator
 from targets.base import RunOptions, SshOptions
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _keygen(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-    return path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sshd_helper import free_port, keygen, sshd_binary, start_sshd  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     """A throw-away OpenSSH server on 127.0.0.1 that accepts one generated key."""
-    binary = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not Path(binary).exists():
+    if sshd_binary() is None:
         pytest.skip("sshd is not installed: `make system-deps` installs openssh-server")
-    folder = tmp_path_factory.mktemp("sshd")
-    host_key, client_key = _keygen(folder / "host_key"), _keygen(folder / "client_key")
-    (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
-    (folder / "authorized_keys").chmod(0o600)
-    port = _free_port()
-    config = folder / "sshd_config"
-    config.write_text(f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {host_key}
-AuthorizedKeysFile {folder / 'authorized_keys'}
-PidFile {folder / 'sshd.pid'}
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-UsePAM no
-StrictModes no
-Subsystem sftp internal-sftp
-LogLevel ERROR
-""")
-    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
-    server = subprocess.Popen([binary, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if server.poll() is not None:
-            pytest.fail(f"sshd did not start: {server.stderr.read()}")
-        time.sleep(0.1)
-    known_hosts = folder / "known_hosts"
-    known_hosts.write_text(f"[127.0.0.1]:{port} {(folder / 'host_key.pub').read_text()}")
-    yield {"host": f"{getpass.getuser()}@127.0.0.1", "port": port, "identity": str(client_key),
-           "known_hosts": str(known_hosts), "folder": folder}
+    server, reach = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield reach
     server.terminate()
     server.wait(timeout=10)
 
@@ -106,14 +61,14 @@ def test_ssh_run_on_a_real_sshd(demo_run, small_npz, sshd):
 
 def test_ssh_closed_port_fails_cleanly(demo_run, sshd):
     result, _ = demo_run
-    outcome = _ssh_run(result.artifact, None, sshd, **{"--port": str(_free_port())})
+    outcome = _ssh_run(result.artifact, None, sshd, **{"--port": str(free_port())})
     assert outcome.exit_code == 1
     assert "cannot reach" in outcome.stderr and "Traceback" not in outcome.stderr
 
 
 def test_ssh_wrong_key_fails_cleanly(demo_run, sshd, tmp_path):
     result, _ = demo_run
-    stranger = _keygen(tmp_path / "stranger")
+    stranger = keygen(tmp_path / "stranger")
     outcome = _ssh_run(result.artifact, None, sshd, **{"--identity": str(stranger)})
     assert outcome.exit_code == 1
     assert "login to" in outcome.stderr and "--identity" in outcome.stderr
