@@ -39,6 +39,29 @@ def _compare_row(entry: dict | None) -> list[str]:
             f"{_verdict(entry['compare_over_singles']['median'], entry['goal'])} |"]
 
 
+def _arm_section(entry: dict | None) -> list[str]:
+    """Published Raspberry Pi 4 figures beside the fitted estimates (calibration_data/calibrate_arm.py)."""
+    if not entry:
+        return []
+    lines = ["## Raspberry Pi 4 latency model vs published figures", "",
+             "| figure | threads | published ms | estimate ms | error | leave-one-out | 1-thread estimate ms |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {f['id']} | {f['threads']} | {f['published_ms']:g} | {f['estimate_ms']:g} | {f['error_pct']:+.1f}% | "
+              f"{f['loo_pct']:+.1f}% | {f['estimate_1_thread_ms']:g} |" for f in entry["figures"]]
+    loo = entry["loo_max_abs_pct"]
+    one = ", ".join(f"{k} {v:.1f}%" for k, v in loo["threads_1"].items())
+    lines += ["", f"Largest leave-one-out error: {loo['threads_n']:.1f}% at 4 threads; at one thread {one} (goal for a "
+                  f"held-out network: within {entry['goal_heldout_abs_pct']}%). Not fitted (see "
+                  "calibration_data/published_rpi.toml): " +
+              ", ".join(f"{k} {v:+.1f}%" for k, v in entry["not_fitted_pct"].items()) +
+              f". Refit in {entry['refit_seconds']:.2f} s.", ""]
+    if entry.get("recount"):
+        again = entry["recount"]
+        lines += [f"Recounted {again['network']} under QEMU: {again['counted']:,} instructions, cached "
+                  f"{again['cached']:,} (drift {again['drift_pct']:+.4f}%, {again['litert']}).", ""]
+    return lines
+
+
 def write_markdown(results: dict, path: Path) -> None:
     machine, env = results["machine"], results["environment"]
     lines = [
@@ -117,6 +140,7 @@ def write_markdown(results: dict, path: Path) -> None:
     lines += [f"Demo int8 model, {tm['samples']} samples, one thread: TFLM / LiteRT reference kernels "
               f"{_r(tm['tflm_over_litert_reference'])}; TFLM / LiteRT with XNNPACK {_r(tm['tflm_over_litert_xnnpack'])}. "
               "Per inference: " + ", ".join(f"{k} {v:.1f} µs" for k, v in tm["per_inference_us"].items()) + ".", "",
+              *_arm_section(results.get("arm_latency")),
               f"The whole run took {results['wall_seconds']:.0f} s."]
     path.write_text("\n".join(lines) + "\n")
 
