@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgepipe-installed
 
-.PHONY: demo test test-fast bench venv lock system-deps arm-emulator sample reference calibrate clean \
+.PHONY: demo test test-fast bench venv lock system-deps arm-emulator sample reference torch-sample calibrate calibrate-arm clean \
 	docker-check docker-clean
 
 venv: $(STAMP)
@@ -21,9 +21,9 @@ $(STAMP): requirements.lock pyproject.toml
 lock:
 	$(PYTHON) -m venv .lock-venv && .lock-venv/bin/python -m pip install --quiet uv
 	cp requirements.lock .requirements.lock.old 2>/dev/null || touch .requirements.lock.old
-	.lock-venv/bin/uv pip compile pyproject.toml --extra test --extra qat --generate-hashes --python-version 3.11 \
-		--python-platform x86_64-manylinux_2_28 --constraint requirements.constraints --upgrade --quiet \
-		-o requirements.lock
+	.lock-venv/bin/uv pip compile pyproject.toml --extra test --extra qat --extra onnx --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --constraint requirements.constraints \
+		--override requirements.overrides --upgrade --quiet -o requirements.lock
 	@$(PYTHON) -c "import re,sys; old,new=[dict(re.findall(r'^([A-Za-z0-9_.-]+)==(\S+)', open(f).read(), re.M)) for f in ('.requirements.lock.old','requirements.lock')]; moved=[f'{k}: {old.get(k,\"-\")} -> {new.get(k,\"-\")}' for k in sorted(set(old)|set(new)) if old.get(k)!=new.get(k)]; print('\n'.join(moved) or 'nothing moved')"
 	rm -rf .lock-venv .requirements.lock.old
 
@@ -68,9 +68,23 @@ sample: $(STAMP)
 reference: $(STAMP)
 	$(BIN)/python calibration_data/train_reference.py
 
+# Maintainers only: retrain the PyTorch sample and export torch_cnn.onnx (needs the torch extra).
+torch-sample: $(STAMP)
+	$(BIN)/python -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/python calibration_data/train_torch.py
+
 # Maintainers only: refit the MCU cycle model to the published MLPerf Tiny figures.
 calibrate: $(STAMP)
 	$(BIN)/python calibration_data/calibrate_mcu.py
 
+# Maintainers only: refit the Raspberry Pi latency model (targets/boards/arm/rpi4_fitted.toml) to the published
+# figures in calibration_data/published_rpi.toml. Instruction counts are cached; uncounted networks (or all, with
+# ARGS=--recount) are counted under QEMU (needs `make arm-emulator`), about a minute each.
+calibrate-arm: $(STAMP)
+	nice -n 10 $(BIN)/python calibration_data/calibrate_arm.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) demo-out edgepipe-out .pytest_cache
+
+# The container image and its reproducibility check (docker-check, docker-image, docker-clean).
+include docker/docker.mk

@@ -80,6 +80,7 @@ class ModelFormat(Choice):
     H5_KERAS3 = "h5-keras3"
     H5_TF_KERAS = "h5-tf_keras"
     SAVED_MODEL = "saved_model"
+    ONNX = "onnx"
     QAT = "qat"
 
 

@@ -73,6 +73,40 @@ def convert(config: ConvertConfig, *, isolated: bool | None = None) -> Conversio
                             report=ctx.report)
 
 
+def convert_torch(module: Any, example_input: Any, config: ConvertConfig, *, opset: int = 17) -> ConversionResult:
+    """Convert a PyTorch ``module`` through ONNX: export it with ``torch.onnx.export`` (batch as in
+    ``example_input``, e.g. ``torch.zeros(1, 1, 28, 28)``) to ``config.model``, which must end in
+    ``.onnx``, then :func:`convert` that file. The report names the ONNX file, so ``edgepipe rerun``
+    and ``edgepipe convert`` work on it without torch. Needs the ``torch`` extra (the CPU wheel)."""
+    if not isinstance(config, ConvertConfig):
+        raise UsageError(f"convert_torch() takes a ConvertConfig, not {type(config).__name__}.")
+    if config.model.suffix.lower() != ".onnx":
+        raise UsageError(f"convert_torch() exports the module to config.model, which must end in .onnx, "
+                         f"not {config.model.name}.")
+    if config.model.exists() and not config.overwrite:
+        raise UsageError(f"{config.model} exists; pass overwrite=True or choose another config.model.")
+    try:
+        import torch
+    except ImportError as exc:
+        raise UsageError(f"convert_torch() needs PyTorch ({exc}); run `pip install edgepipe[torch]` "
+                         "(the CPU wheel is enough).") from exc
+    if not isinstance(module, torch.nn.Module):
+        raise UsageError(f"convert_torch() takes a torch.nn.Module, not {type(module).__name__}.")
+    config.model.parent.mkdir(parents=True, exist_ok=True)
+    partial = config.model.with_name(f".{config.model.name}.partial")
+    module.eval()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(module, example_input, str(partial), input_names=["input"], output_names=["output"],
+                              opset_version=opset, dynamo=False)
+    except Exception as exc:  # torch raises many kinds for untraceable modules
+        partial.unlink(missing_ok=True)
+        raise ConversionError(f"torch.onnx.export could not export {type(module).__name__} "
+                              f"({sentence(exc)}); check that the module runs on example_input.") from exc
+    os.replace(partial, config.model)
+    return convert(config)
+
+
 def _convert_here(config: ConvertConfig) -> ConversionResult:
     return convert(config, isolated=False)
 
@@ -174,7 +208,7 @@ def rerun(report_path: str | Path, out: str | Path | None = None):
     """Repeat the conversion a report.json describes; see :mod:`pipeline.rerun`."""
     from .rerun import rerun as repeat
 
-    return repeat(report_path, out)
+    return repeat(report_path, convert, out)
 
 
 def rebuild_reports(folder: str | Path, *, html: bool = True) -> list[Path]:

@@ -210,10 +210,18 @@ def _read_image_folder(path: Path, spec: Preprocess, role: str) -> tuple[np.ndar
 
 
 def _fit_shape(raw: np.ndarray, spec: Preprocess, path: Path, role: str) -> np.ndarray:
-    """Accept exactly the model's sample shape, adding a missing trailing channel of 1."""
+    """Accept exactly the model's sample shape, adding a missing trailing channel of 1.
+
+    For a model whose own layout is NCHW (an ONNX export), ``.npz`` data in NCHW is transposed to
+    the NHWC the converted model takes; NHWC data is taken as it is.
+    """
     expected = tuple(spec.shape)
     if raw.shape[1:] == expected:
         return raw
+    if spec.layout == "NCHW" and raw.ndim == 4 and len(expected) == 3 and \
+            raw.shape[1:] == (expected[2], expected[0], expected[1]):
+        log.info("%s: NCHW samples %s transposed to the converted model's NHWC %s", role, raw.shape[1:], expected)
+        return np.ascontiguousarray(raw.transpose(0, 2, 3, 1))
     if expected[-1:] == (1,) and raw.shape[1:] == expected[:-1]:
         return raw[..., np.newaxis]
     raise DataError(

@@ -8,6 +8,7 @@ so one process can serve either kind of model.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -67,17 +68,28 @@ def is_legacy_model(model) -> bool:
     return type(model).__module__.startswith("tf_keras")
 
 
-def tfmot():
-    """Import tensorflow-model-optimization without letting it flip the process to Keras 2.
-
-    tfmot 0.8 sets ``TF_USE_LEGACY_KERAS=1`` when imported (and then uses ``tf_keras`` itself);
-    restoring the variable keeps ``tf.keras`` and the converter on Keras 3 for the PTQ path.
-    """
+@contextlib.contextmanager
+def keras3_kept():
+    """Import a library that sets ``TF_USE_LEGACY_KERAS=1`` when imported (tfmot 0.8, onnx2tf) without
+    letting it flip the process to Keras 2: ``tf.keras`` is resolved first, and the variable restored."""
     tf = tensorflow()
-    _ = tf.keras.layers  # resolve tf.keras under the current setting before tfmot changes it
+    _ = tf.keras.layers  # resolve tf.keras under the current setting before the import changes it
     previous = os.environ.get("TF_USE_LEGACY_KERAS")
     try:
-        import tensorflow_model_optimization as module
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = previous
+
+
+def tfmot():
+    """Import tensorflow-model-optimization keeping ``tf.keras`` and the converter on Keras 3 for the
+    PTQ path (tfmot itself uses ``tf_keras``)."""
+    try:
+        with keras3_kept():
+            import tensorflow_model_optimization as module
     except ImportError as exc:
         from .errors import UsageError
 
@@ -85,11 +97,6 @@ def tfmot():
             f"quantization-aware training needs tensorflow-model-optimization ({exc}); "
             "run `pip install tensorflow-model-optimization==0.8.1` (or `pip install edgepipe[qat]`)."
         ) from exc
-    finally:
-        if previous is None:
-            os.environ.pop("TF_USE_LEGACY_KERAS", None)
-        else:
-            os.environ["TF_USE_LEGACY_KERAS"] = previous
     return module
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +41,7 @@ class LoadedModel:
     keras_model: Any = None
     output_shape: tuple[int | None, ...] = ()
     reshape: Callable[[tuple[int, ...]], "LoadedModel"] | None = None  # a copy with fixed sample dims
+    data_layout: str = "NHWC"  # how .npz data for this model is laid out (NCHW for many ONNX models)
 
     @property
     def fixed_batch(self) -> int | None:
@@ -58,7 +59,8 @@ class LoadedModel:
                 d is not None and d != s for d, s in zip(self.input_shape[1:], sample_shape)):
             raise UsageError(f"--input-shape {','.join(map(str, sample_shape))} does not fit the model's input "
                              f"{list(self.input_shape)}; give one size per dimension after the batch.")
-        return self.reshape(tuple(sample_shape))
+        return replace(self.reshape(tuple(sample_shape)), path=self.path, sha256=self.sha256, format=self.format,
+                       data_layout=self.data_layout)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Float outputs (first output) for all rows of ``x``, in batches the model accepts."""
@@ -91,11 +93,17 @@ def load_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
         config = _keras_zip_config(path)
     elif suffix in (".h5", ".hdf5"):
         config = _h5_config(path)
+    elif suffix == ".onnx":
+        from .onnx_import import translate_onnx
+
+        folder, layout, params = translate_onnx(path)
+        return replace(_load_saved_model(folder), path=path, sha256=sha256_path(path), format=ModelFormat.ONNX,
+                       data_layout=layout, params=params)
     elif suffix == ".tflite":
         raise ModelLoadError(f"{path} is already a .tflite model; run it with `edgepipe run {path} --target TARGET`, "
                              "or convert the Keras or SavedModel model it came from.")
     else:
-        raise ModelLoadError(f"{path} has an unknown extension {suffix!r}; give a .keras file, an .h5 file or a SavedModel folder.")
+        raise ModelLoadError(f"{path} has an unknown extension {suffix!r}; give a .keras file, an .h5 file, a SavedModel folder or an .onnx file.")
     if not unsafe:
         _refuse_unsafe_layers(config, path)
     return _load_keras(path, suffix, unsafe)

@@ -8,7 +8,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .artifacts import sha256_path
 from .config import ConvertConfig
@@ -68,11 +68,9 @@ def _versions_changed(report: dict[str, Any]) -> list[str]:
     return [f"library versions differ: {', '.join(moved)}"] if moved else []
 
 
-def rerun(report_path: str | Path, out: str | Path | None = None) -> RerunResult:
-    """Convert again with the report's resolved configuration (into ``out``, else a temporary
-    folder), and compare every candidate's sha256 with the report's."""
-    from .api import convert
-
+def rerun(report_path: str | Path, convert: Callable[[ConvertConfig], Any], out: str | Path | None = None) -> RerunResult:
+    """Convert again with ``convert`` (``api.convert``) and the report's resolved configuration (into
+    ``out``, else a temporary folder), and compare every candidate's sha256 with the report's."""
     report = _read(Path(report_path))
     config = ConvertConfig.from_dict(report["config"])
     differences = _inputs_changed(report, config) + _versions_changed(report)

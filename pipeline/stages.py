@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from edgecore.flatbuffer import read_graph
 from edgecore.metrics import output_error, top1_accuracy
@@ -37,6 +38,10 @@ DIAGNOSIS_SAMPLES = 200
 
 def load(ctx: Context) -> None:
     """Load the float model and derive the preprocessing spec from its input shape."""
+    if ctx.config.qat is not None and Path(ctx.config.model).suffix.lower() == ".onnx":
+        raise UsageError(f"{ctx.config.model}: QAT fine-tunes Keras layers with tfmot, and an ONNX model has none; "
+                         "quantize it with `edgepipe convert` (post-training), or do QAT in PyTorch and export "
+                         "the float model.")
     ctx.model = load_model(ctx.config.model, unsafe=ctx.config.unsafe)
     if ctx.config.input_shape:
         ctx.model = ctx.model.with_input_shape(ctx.config.input_shape)
@@ -45,7 +50,8 @@ def load(ctx: Context) -> None:
                          "with --input-shape, e.g. --input-shape 96,96,3 (height, width, channels).")
     overrides = ctx.config.preprocess
     ctx.preprocess = Preprocess.from_input_shape(
-        ctx.model.input_shape, scale=overrides.scale, offset=overrides.offset, color_mode=overrides.color_mode
+        ctx.model.input_shape, scale=overrides.scale, offset=overrides.offset, color_mode=overrides.color_mode,
+        layout=ctx.model.data_layout,
     )
     log.info("model %s: %s, %d parameters, input %s", ctx.model.path.name, ctx.model.format,
              ctx.model.params, list(ctx.model.input_shape))

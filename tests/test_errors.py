@@ -34,9 +34,15 @@ def test_corrupt_model_file(tmp_path, small_npz, name, expect):
 
 
 def test_unknown_model_extension(tmp_path, small_npz):
-    bad = tmp_path / "model.onnx"
+    bad = tmp_path / "model.pb"
     bad.write_bytes(b"x")
     _convert_fails(tmp_path, bad, "--calib", small_npz, expect="unknown extension")
+
+
+def test_damaged_onnx_file(tmp_path, small_npz):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"x")
+    _convert_fails(tmp_path, bad, "--calib", small_npz, expect="not a readable ONNX model")
 
 
 def test_empty_calibration_folder(tmp_path, tiny_keras):

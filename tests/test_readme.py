@@ -37,6 +37,7 @@ def workdir(tmp_path_factory, tiny_keras, image_folder, mnist_eval, planted_fold
     """A folder with the files the README's examples name: model.keras, calib/, eval.npz, train.npz."""
     folder = tmp_path_factory.mktemp("readme")
     (folder / "planted").symlink_to(planted_folder, target_is_directory=True)
+    (folder / "calibration_data").symlink_to(api.sample_path(), target_is_directory=True)
     shutil.copy(tiny_keras, folder / "model.keras")
     shutil.copytree(image_folder, folder / "calib")
     np.savez(folder / "eval.npz", x=mnist_eval["x"][200:400], y=mnist_eval["y"][200:400])
