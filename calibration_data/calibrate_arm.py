@@ -179,6 +179,13 @@ def pct(estimate_ms: float, published_ms: float) -> float:
     return round(100 * (estimate_ms / published_ms - 1), 1)
 
 
+def _one_and_four(entry: dict) -> list[tuple[int, float]]:
+    """(threads, ms) at 1 and 4 threads of a figure (one value) or a sweep (lists)."""
+    threads = entry["threads"] if isinstance(entry["threads"], list) else [entry["threads"]]
+    times = entry["latency_ms"] if isinstance(entry["latency_ms"], list) else [entry["latency_ms"]]
+    return [(t, ms) for t, ms in zip(threads, times, strict=True) if t in (1, 4)]
+
+
 def errors(published: dict, counts: dict) -> dict:
     """Leave-one-out errors, comparisons with the figures not fitted, and held-out networks."""
     level = [f for f in published["figure"] if f["use"] == "level"]
@@ -204,14 +211,10 @@ def errors(published: dict, counts: dict) -> dict:
     for entry in published["figure"] + published["sweep"]:
         if not entry["network"] or entry["use"] == "level":
             continue
-        threads = entry["threads"] if isinstance(entry["threads"], list) else [entry["threads"]]
-        times = entry["latency_ms"] if isinstance(entry["latency_ms"], list) else [entry["latency_ms"]]
-        for t, ms in zip(threads, times, strict=True):
-            if t in (1, 4):
-                c = counts[entry["network"], entry["precision"]]
-                into = bounds if entry.get("part") == "backbone" else (
-                    not_fitted if "xnnpack" in entry["runtime"] else crosscheck)
-                into[f"{entry['id']}-t{t}"] = pct(estimate(model, c, t, entry.get("clock_hz", CLOCK_HZ)), ms)
+        c = counts[entry["network"], entry["precision"]]
+        into = bounds if entry.get("part") == "backbone" else (not_fitted if "xnnpack" in entry["runtime"] else crosscheck)
+        for t, ms in _one_and_four(entry):
+            into[f"{entry['id']}-t{t}"] = pct(estimate(model, c, t, entry.get("clock_hz", CLOCK_HZ)), ms)
     heldout = []
     for network, precision in sorted({(f["network"], f["precision"]) for f in level}):
         def same(entry, network=network, precision=precision):
@@ -223,12 +226,9 @@ def errors(published: dict, counts: dict) -> dict:
                "estimate_4_threads_ms": round(estimate(model, c, 4), 2), "vs_published_pct": {}}
         for entry in published["figure"] + published["sweep"]:
             if same(entry) and "xnnpack" in entry["runtime"]:
-                threads = entry["threads"] if isinstance(entry["threads"], list) else [entry["threads"]]
-                times = entry["latency_ms"] if isinstance(entry["latency_ms"], list) else [entry["latency_ms"]]
-                for t, ms in zip(threads, times, strict=True):
-                    if t in (1, 4):
-                        clock = entry.get("clock_hz", CLOCK_HZ)
-                        row["vs_published_pct"][f"{entry['id']}-t{t}"] = pct(estimate(model, c, t, clock), ms)
+                for t, ms in _one_and_four(entry):
+                    row["vs_published_pct"][f"{entry['id']}-t{t}"] = pct(
+                        estimate(model, c, t, entry.get("clock_hz", CLOCK_HZ)), ms)
         heldout.append(row)
     return {"level": loo_level, "threads": loo_threads, "max_abs_pct": {"threads_n": worst, "threads_1": one},
             "not_fitted": not_fitted, "crosscheck": crosscheck, "bounds": bounds, "heldout": heldout}

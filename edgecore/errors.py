@@ -36,6 +36,13 @@ class TargetError(EdgepipeError):
     """A target cannot run the model: missing runtime, unsupported op, failed invocation."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (at most ``limit`` characters), or its type's name
+    when it has none: what goes between the parentheses of an error sentence."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def sentence(text: str) -> str:
     """``text`` ending in exactly one full stop (kept as is when it ends in '.', '?' or '!')."""
     text = text.rstrip()

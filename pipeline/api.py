@@ -26,7 +26,7 @@ from .config import ConvertConfig, PreprocessOverrides, QatOptions
 from .context import Context
 from .data import check_labels, load_dataset
 from .distribute import prepare as prepare_devices
-from .errors import ConversionError, TargetError, UsageError, sentence
+from .errors import ConversionError, TargetError, UsageError, first_line, sentence
 from .inspection import InspectConfig
 from .plan import plan
 from .report import build_run_report
@@ -102,7 +102,7 @@ def convert_torch(module: Any, example_input: Any, config: ConvertConfig, *, ops
     except Exception as exc:  # torch raises many kinds for untraceable modules
         partial.unlink(missing_ok=True)
         raise ConversionError(f"torch.onnx.export could not export {type(module).__name__} "
-                              f"({sentence(exc)}); check that the module runs on example_input.") from exc
+                              f"({first_line(exc)}); check that the module runs on example_input.") from exc
     os.replace(partial, config.model)
     return convert(config)
 

@@ -11,8 +11,9 @@ from edgecore.errors import (
            ModelLoadError,
            TargetError,
            UsageError,
+           first_line,
            sentence,
 )
 
 __all__ = ["ConversionError", "DataError", "EdgepipeError", "ModelLoadError", "TargetError", "UsageError",
-           "sentence"]
+           "first_line", "sentence"]

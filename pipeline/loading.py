@@ -19,7 +19,7 @@ import numpy as np
 
 from . import keras_compat
 from .artifacts import sha256_path
-from .errors import ConversionError, ModelLoadError, UsageError
+from .errors import ConversionError, ModelLoadError, UsageError, first_line
 from .vocab import ModelFormat
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class LoadedModel:
             raise UsageError(f"--input-shape {','.join(map(str, sample_shape))} does not fit the model's input "
                              f"{list(self.input_shape)}; give one size per dimension after the batch.")
         return replace(self.reshape(tuple(sample_shape)), path=self.path, sha256=self.sha256, format=self.format,
-                       data_layout=self.data_layout)
+                       data_layout=self.data_layout, params=self.params)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Float outputs (first output) for all rows of ``x``, in batches the model accepts."""
@@ -163,7 +163,7 @@ def _load_keras(path: Path, suffix: str, unsafe: bool) -> LoadedModel:
         model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
         fmt = ModelFormat.KERAS if suffix == ".keras" else ModelFormat.H5_KERAS3
     except Exception as exc:  # Keras raises many types for undecodable files
-        errors.append(f"Keras 3: {_first_line(exc)}")
+        errors.append(f"Keras 3: {first_line(exc)}")
         model = None
     if model is None and suffix != ".keras":
         # Keras 3 cannot rebuild some legacy H5 files (e.g. DepthwiseConv2D configs of Keras 2).
@@ -172,7 +172,7 @@ def _load_keras(path: Path, suffix: str, unsafe: bool) -> LoadedModel:
             fmt = ModelFormat.H5_TF_KERAS
             log.info("loaded %s with tf_keras (legacy H5)", path)
         except Exception as exc:
-            errors.append(f"tf_keras: {_first_line(exc)}")
+            errors.append(f"tf_keras: {first_line(exc)}")
     if model is None:
         raise ModelLoadError(
             f"cannot load {path} ({'; '.join(errors)}); if the model has custom layers, "
@@ -230,7 +230,7 @@ def _load_saved_model(path: Path, sample_shape: tuple[int, ...] | None = None, l
         try:
             loaded = tf.saved_model.load(str(path))
         except Exception as exc:
-            raise ModelLoadError(f"cannot load SavedModel {path} ({_first_line(exc)}); re-export it with model.export().") from exc
+            raise ModelLoadError(f"cannot load SavedModel {path} ({first_line(exc)}); re-export it with model.export().") from exc
     signature = loaded.signatures.get("serving_default")
     if signature is None:
         raise ModelLoadError(f"SavedModel {path} has no 'serving_default' signature; export it with model.export(path).")
@@ -283,8 +283,3 @@ def refuse_recurrent(model: LoadedModel, recipe) -> None:
     if found:
         raise ConversionError(f"recurrent layers ({', '.join(found)}) crash TensorFlow's {recipe} calibration; "
                               "use --recipe dynamic or float16 for this model, or replace them.")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from edgecore.cstderr import CapturedStderr
 
-from .errors import ModelLoadError, sentence
+from .errors import ModelLoadError, first_line
 
 log = logging.getLogger(__name__)
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
@@ -46,7 +47,7 @@ def inspect_onnx(path: Path) -> tuple[str, int]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others for a damaged file
-        raise ModelLoadError(f"{path} is not a readable ONNX model ({str(exc).splitlines()[0][:200]}); "
+        raise ModelLoadError(f"{path} is not a readable ONNX model ({first_line(exc, 200)}); "
                              "export it again (torch.onnx.export).") from exc
     found = sorted({node.op_type for node in model.graph.node if node.op_type in QUANTIZED_OPS})
     if found:
@@ -75,21 +76,14 @@ def _scratch() -> Path:
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
-class NetworkRefused(OSError):
-    pass
-
-
 @contextlib.contextmanager
 def _offline(scratch: Path):
     """Run onnx2tf in ``scratch`` beside a local sample file, with outbound connections refused."""
-    import socket
-
-
     np.save(scratch / SAMPLE_FILE, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
     previous, connect = Path.cwd(), socket.socket.connect
 
     def refuse(sock, address):
-        raise NetworkRefused(f"edgepipe keeps onnx2tf offline (it tried to reach {address})")
+        raise OSError(f"edgepipe keeps onnx2tf offline (it tried to reach {address})")
 
     os.chdir(scratch)
     socket.socket.connect = refuse
@@ -120,7 +114,7 @@ def translate_onnx(path: Path) -> tuple[Path, str, int]:
                             not_use_onnxsim=True, output_signaturedefs=True)
     except (Exception, SystemExit) as exc:  # onnx2tf exits, or raises anything, on graphs it cannot translate
         said = " ".join((chatter.getvalue() + native.text).split())[-300:]
-        reason = said if isinstance(exc, SystemExit) or not str(exc) else sentence(exc)
+        reason = said if isinstance(exc, SystemExit) or not str(exc).strip() else first_line(exc)
         raise ModelLoadError(f"onnx2tf could not translate {path.name} ({reason}); simplify the exported graph "
                              "(e.g. a newer opset, no custom ops) or export the model as a Keras model.") from exc
     finally:

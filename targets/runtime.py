@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgecore.cstderr import CapturedStderr
-from edgecore.errors import TargetError
+from edgecore.errors import TargetError, first_line
 from edgecore.vocab import Kernels
 
 from . import device_runner
@@ -61,7 +61,7 @@ def make_interpreter(model: bytes, *, kernels: Kernels = Kernels.XNNPACK, thread
             return interpreter
     except (ValueError, RuntimeError) as exc:
         raise TargetError(
-            f"{runtime.describe()} cannot load this model ({str(exc).strip().splitlines()[0]}); "
+            f"{runtime.describe()} cannot load this model ({first_line(exc)}); "
             "check that the file is a .tflite flatbuffer written by the TFLite converter."
         ) from exc
     finally:
