@@ -243,3 +243,17 @@ def op_versions(model: bytes) -> dict[str, int]:
     for use in read_ops(model):
         versions[use.name] = max(versions.get(use.name, 0), use.version)
     return versions
+
+
+def constant_values(model: bytes, tensor: Tensor) -> np.ndarray | None:
+    """The stored values of a constant tensor (None for activations and types numpy lacks)."""
+    if not tensor.constant or tensor.dtype not in ("float32", "float16", "int32", "int64", "int16", "int8",
+                                                   "uint8", "bool", "float64"):
+        return None
+    buffer = _schema().Model.GetRootAs(model, 0).Buffers(tensor.buffer)
+    if tensor.offset_buffer:
+        raw = bytes(model[buffer.Offset():buffer.Offset() + buffer.Size()])
+    else:
+        raw = buffer.DataAsNumpy().tobytes()
+    values = np.frombuffer(raw, dtype=np.dtype(tensor.dtype))
+    return values.reshape(tensor.shape) if values.size == tensor.elements else values

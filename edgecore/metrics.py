@@ -4,24 +4,57 @@ from __future__ import annotations
 
 import numpy as np
 
+PROBABILITY_FLOOR = 1e-6  # a probability read as 0 (an int8 softmax step) counts as this in perplexity
+
 
 def is_classifier(outputs: np.ndarray) -> bool:
-    """A batch of score vectors (N x classes, classes > 1) is read as a classifier's output."""
-    return outputs.ndim == 2 and outputs.shape[1] > 1
+    """A batch of score vectors (N x classes, classes > 1) is read as a classifier's output;
+    so is a batch of score sequences (N x T x vocabulary), one prediction per position."""
+    return outputs.ndim in (2, 3) and outputs.shape[-1] > 1
+
+
+def is_sequence(outputs: np.ndarray) -> bool:
+    """Scores per position (N x T x vocabulary): a sequence model such as a language model."""
+    return outputs.ndim == 3 and outputs.shape[-1] > 1
 
 
 def top1_accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
-    """Share of samples whose arg-max is the label; None for unlabelled data or non-classifiers."""
-    if labels is None or not is_classifier(outputs):
+    """Share of samples (of tokens, for N x T x V outputs with N x T labels) whose arg-max is the
+    label; None for unlabelled data or non-classifiers."""
+    if labels is None or not is_classifier(outputs) or labels.shape != outputs.shape[:-1]:
         return None
-    return float(np.mean(np.argmax(outputs, axis=1) == labels))
+    return float(np.mean(np.argmax(outputs, axis=-1) == labels))
 
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> float | None:
-    """Share of samples whose top-1 class is the same in both outputs."""
+    """Share of samples (tokens, for sequence outputs) whose top-1 class is the same in both."""
     if not is_classifier(reference):
         return None
-    return float(np.mean(np.argmax(reference, axis=1) == np.argmax(candidate, axis=1)))
+    return float(np.mean(np.argmax(reference, axis=-1) == np.argmax(candidate, axis=-1)))
+
+
+def are_probabilities(outputs: np.ndarray) -> bool:
+    """Whether score vectors are probabilities (a softmax head) rather than logits."""
+    sums = outputs.reshape(-1, outputs.shape[-1]).astype(np.float64).sum(axis=1)
+    return bool(outputs.min() >= 0.0 and outputs.max() <= 1.0 and np.allclose(sums, 1.0, atol=0.02))
+
+
+def perplexity(outputs: np.ndarray, labels: np.ndarray | None, *, probabilities: bool | None = None) -> float | None:
+    """exp(mean negative log-likelihood of the labelled token) over every position, for N x T x V
+    scores with N x T labels; None otherwise. Scores are logits unless they look like (or
+    ``probabilities`` says they are) a softmax's output; a probability of 0, which an int8 softmax
+    gives below half a step, counts as ``PROBABILITY_FLOOR``."""
+    if labels is None or not is_sequence(outputs) or labels.shape != outputs.shape[:-1]:
+        return None
+    scores = outputs.astype(np.float64)
+    picked = np.take_along_axis(scores, labels[..., None].astype(np.int64), axis=-1)[..., 0]
+    if probabilities if probabilities is not None else are_probabilities(outputs):
+        total = np.maximum(scores.sum(axis=-1), 1e-12)
+        log_likelihood = np.log(np.maximum(picked / total, PROBABILITY_FLOOR))
+    else:
+        top = scores.max(axis=-1)
+        log_likelihood = picked - top - np.log(np.exp(scores - top[..., None]).sum(axis=-1))
+    return float(np.exp(-log_likelihood.mean()))
 
 
 def output_error(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:

@@ -85,9 +85,11 @@ class ModelFormat(Choice):
 
 
 class Task(Choice):
-    """How outputs are judged: top-1 against labels, or output error only."""
+    """How outputs are judged: top-1 against labels (per token for sequences, with perplexity),
+    or output error only."""
 
     CLASSIFICATION = "classification"
+    SEQUENCE = "sequence"  # scores per position [N, T, V], labels [N, T]: token accuracy, perplexity
     REGRESSION = "regression"
 
 
@@ -147,7 +149,8 @@ class Preprocess:
 
     ``model_input = raw * scale + offset`` where ``raw`` is the decoded sample (uint8 pixels for
     images). ``scale=None`` means "not decided yet": :meth:`resolve` picks 1/255 for uint8 data and
-    1.0 otherwise, and the resolved value is what gets recorded.
+    1.0 otherwise, and the resolved value is what gets recorded. A model whose input is integer
+    (``dtype`` int32: token ids for an embedding) takes the data as it is, never scaled.
     """
 
     shape: tuple[int, ...]
@@ -155,6 +158,12 @@ class Preprocess:
     scale: float | None = None
     offset: float = 0.0
     layout: str = "NHWC"
+    dtype: str = "float32"  # the model input's type
+
+    @property
+    def tokens(self) -> bool:
+        """Integer inputs: ids (e.g. characters or word pieces), taken as they are."""
+        return self.dtype.startswith(("int", "uint"))
 
     @property
     def is_image(self) -> bool:
@@ -166,6 +175,8 @@ class Preprocess:
 
     def resolve(self, raw_dtype: Any) -> "Preprocess":
         """Fix ``scale`` from the raw data's dtype if the user did not choose one."""
+        if self.tokens:
+            return replace(self, scale=1.0, offset=0.0)
         if self.scale is not None:
             return self
         import numpy as np
@@ -180,7 +191,7 @@ class Preprocess:
                              "--input-shape, e.g. --input-shape 96,96,3.")
         sample_shape = tuple(int(d) for d in shape[1:])
         color = None
-        if len(sample_shape) == 3 and sample_shape[-1] in (1, 3):
+        if len(sample_shape) == 3 and sample_shape[-1] in (1, 3) and not str(overrides.get("dtype") or "").startswith("int"):
             color = ColorMode.GRAYSCALE if sample_shape[-1] == 1 else ColorMode.RGB
         spec = cls(shape=sample_shape, color_mode=color)
         chosen = {k: v for k, v in overrides.items() if v is not None}

@@ -119,6 +119,15 @@ def crash_hint(doing: str) -> str:
     return "try another recipe, or re-export the model (model.export) and convert the SavedModel"
 
 
+def _spec_for(info, preprocess: PreprocessOverrides) -> Preprocess:
+    """The preprocessing a ``.tflite`` takes: its input shape, and ids as they are for an integer
+    input the converter left unquantized (token ids)."""
+    tensor = info.inputs[0]
+    ids = not tensor.quantized and tensor.dtype.startswith(("int", "uint"))
+    return Preprocess.from_input_shape((None, *tensor.shape[1:]), scale=preprocess.scale, offset=preprocess.offset,
+                                       color_mode=preprocess.color_mode, dtype=tensor.dtype if ids else "float32")
+
+
 def run_on_target(model_path: str | Path, target: str, eval_path: str | Path | None = None, *,
                   options: RunOptions = RunOptions(),
                   preprocess: PreprocessOverrides = PreprocessOverrides()) -> dict[str, Any]:
@@ -127,8 +136,7 @@ def run_on_target(model_path: str | Path, target: str, eval_path: str | Path | N
     check_options(chosen, options)
     path, blob = _read_model(model_path, chosen)
     info = inspect_model(blob)
-    spec = Preprocess.from_input_shape((None, *info.inputs[0].shape[1:]), scale=preprocess.scale,
-                                       offset=preprocess.offset, color_mode=preprocess.color_mode)
+    spec = _spec_for(info, preprocess)
     data = load_dataset(eval_path, spec, role="--eval") if eval_path is not None else None
     if data is not None:
         check_labels(data, info.outputs[0].shape, "--eval")
@@ -155,8 +163,7 @@ def run_on_fleet(model_path: str | Path, inventory: str | Path, eval_path: str |
     for name in dict.fromkeys(d.target for d in devices):
         _read_model(path, get_target(name))  # every board profile can run it
     info = inspect_model(blob)
-    spec = Preprocess.from_input_shape((None, *info.inputs[0].shape[1:]), scale=preprocess.scale,
-                                       offset=preprocess.offset, color_mode=preprocess.color_mode)
+    spec = _spec_for(info, preprocess)
     data = load_dataset(eval_path, spec, role="--eval") if eval_path is not None else None
     fleet = run_fleet(blob, devices, data.x if data else None, data.y if data else None, options,
                       parallel=parallel, timeout=timeout)
@@ -247,11 +254,25 @@ def demo_config(out: str | Path, *, overwrite: bool = False, options: RunOptions
     )
 
 
-def demo(out: str | Path = "demo-out", *, overwrite: bool = False, options: RunOptions = RunOptions()) -> ConversionResult:
-    """Run :func:`demo_config` (the reference CNN on the bundled MNIST sample)."""
-    return convert(demo_config(out, overwrite=overwrite, options=options))
+def demo_lm_config(out: str | Path, *, overwrite: bool = False, options: RunOptions = RunOptions()) -> ConvertConfig:
+    """The language-model demo: the sample character GPT as float32, float16, int16x8 and int8
+    side by side (perplexity, size, host latency), rewritten for the edge as any run is."""
+    return ConvertConfig(
+        model=sample_path("char_gpt.keras"), calib=sample_path("lm", "calib.npz"), eval=sample_path("lm", "eval.npz"),
+        recipes=(Recipe.INT8, Recipe.INT16X8, Recipe.FLOAT16, Recipe.FLOAT32), out=Path(out), targets=("host",),
+        overwrite=overwrite, run=options,
+    )
+
+
+def demo(out: str | Path | None = None, *, overwrite: bool = False, options: RunOptions = RunOptions(),
+         lm: bool = False) -> ConversionResult:
+    """Run :func:`demo_config` (the reference CNN on the bundled MNIST sample, into ``demo-out``),
+    or with ``lm`` :func:`demo_lm_config` (the sample character GPT, into ``demo-lm-out``)."""
+    if lm:
+        return convert(demo_lm_config(out or "demo-lm-out", overwrite=overwrite, options=options))
+    return convert(demo_config(out or "demo-out", overwrite=overwrite, options=options))
 
 
 __all__ = ["ConversionResult", "ConvertConfig", "InspectConfig", "PreprocessOverrides", "QatOptions", "Recipe",
            "RunOptions", "convert", "demo", "demo_config", "deploy", "inspect", "list_targets", "rebuild_reports", "rerun", "run_on_fleet", "run_on_target",
-           "sample_path"]
+           "sample_path", "demo_lm_config"]

@@ -86,12 +86,12 @@ def collect_stats(calibrated: bytes, samples: np.ndarray) -> dict[int, TensorSta
     """Per-sample min/max and histograms of every calibrated activation tensor (two passes)."""
     tracked = recorded_ranges(calibrated)
     interpreter = _interpreter(calibrated)
-    source = interpreter.get_input_details()[0]["index"]
+    source, kind = (interpreter.get_input_details()[0][key] for key in ("index", "dtype"))
     lows = {i: np.empty(len(samples)) for i in tracked}
     highs = {i: np.empty(len(samples)) for i in tracked}
 
     def run(row: int) -> dict[int, np.ndarray]:
-        interpreter.set_tensor(source, samples[row:row + 1].astype(np.float32))
+        interpreter.set_tensor(source, samples[row:row + 1].astype(kind))
         interpreter.invoke()
         return {i: interpreter.get_tensor(i) for i in tracked}
 

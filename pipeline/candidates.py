@@ -91,10 +91,15 @@ class Verification:
     accuracy: float | None
     agreement: float | None
     output_error: dict[str, float | None]
+    float_perplexity: float | None = None  # sequence models
+    perplexity: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": str(self.task), "float_accuracy": self.float_accuracy, "accuracy": self.accuracy,
-                "agreement": self.agreement, "output_error": self.output_error}
+        out = {"task": str(self.task), "float_accuracy": self.float_accuracy, "accuracy": self.accuracy,
+               "agreement": self.agreement, "output_error": self.output_error}
+        if self.task is Task.SEQUENCE:
+            out.update(float_perplexity=self.float_perplexity, perplexity=self.perplexity)
+        return out
 
 
 @dataclass

@@ -49,7 +49,7 @@ SHARED_KEYS = {"model": "model", "calib": "calib", "eval_": "eval", "out": "out"
                "max_accuracy_drop": "max_accuracy_drop", "scale": "preprocess.scale", "offset": "preprocess.offset",
                "color_mode": "preprocess.color_mode", "threads": "run.threads", "runs": "run.runs",
                "warmup": "run.warmup", "batch_size": "run.batch_size", "emulate": "run.emulate",
-               "input_shape": "input_shape"}
+               "input_shape": "input_shape", "rewrite": "rewrite"}
 
 
 COMPARE_RECIPES = "int8,int16x8,float16,dynamic,float32"
@@ -74,6 +74,9 @@ def _conversion_options(func):
                      help="At most this many calibration samples."),
         click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code)."),
         click.option("--overwrite", is_flag=True, help="Replace existing files in --out."),
+        click.option("--rewrite/--no-rewrite", default=True, show_default=True,
+                     help="Rewrite stock transformer layers (attention mask, LayerNorm, Embedding) into equivalents "
+                          "that quantize, checked against the float outputs."),
         INPUT_SHAPE,
     ]
     for option in reversed(options):
@@ -330,13 +333,16 @@ def deploy(model, target, out, overwrite, as_json):
 
 
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-out"), show_default=True,
-              help="Folder for the artifacts and report.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for the artifacts and report [default: demo-out, or demo-lm-out with --lm].")
+@click.option("--lm", is_flag=True,
+              help="The sample character-level GPT instead: float32 / float16 / int16x8 / int8 perplexity, size "
+                   "and host latency side by side.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier demo's files in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
-def demo(out, overwrite, as_json):
-    """Run the whole pipeline on the bundled MNIST sample and reference CNN."""
-    _emit(api.demo(out, overwrite=overwrite).report, as_json)
+def demo(out, lm, overwrite, as_json):
+    """Run the whole pipeline on the bundled MNIST sample and reference CNN (or, with --lm, the sample GPT)."""
+    _emit(api.demo(out, overwrite=overwrite, lm=lm).report, as_json)
 
 
 if __name__ == "__main__":

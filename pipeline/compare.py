@@ -40,7 +40,8 @@ def matrix(ctx: Context) -> list[dict[str, Any]]:
                     if outputs is not None and ctx.float_outputs is not None and len(outputs) == len(ctx.float_outputs)
                     else None)
             energy = result.get("energy_mj") or {}
-            cell.update({"accuracy": result.get("accuracy"), "agreement": same, "latency_ms": latency,
+            cell.update({"accuracy": result.get("accuracy"), "perplexity": result.get("perplexity"),
+                         "agreement": same, "latency_ms": latency,
                          "latency_method": method, "energy_mj": energy.get("value"), "energy_method": energy.get("method"),
                          "fits": result.get("fits"), "arena_bytes": result.get("arena_bytes"),
                          "ram_bytes": result.get("ram_bytes"), "flash_bytes": result.get("flash_bytes"),
@@ -50,8 +51,11 @@ def matrix(ctx: Context) -> list[dict[str, Any]]:
     return cells
 
 
-def _quality(cell: dict, float_accuracy: float | None) -> float | None:
-    """Points lost against float: of accuracy when measured, else of agreement with float."""
+def _quality(cell: dict, float_accuracy: float | None, float_perplexity: float | None = None) -> float | None:
+    """What is lost against float: for a language model, perplexity added (% of float's); else
+    points of accuracy when measured, else of agreement with float."""
+    if cell.get("perplexity") is not None and float_perplexity:
+        return 100 * (cell["perplexity"] / float_perplexity - 1)
     if cell.get("accuracy") is not None and float_accuracy is not None:
         return 100 * (float_accuracy - cell["accuracy"])
     if cell.get("agreement") is not None:
@@ -59,11 +63,11 @@ def _quality(cell: dict, float_accuracy: float | None) -> float | None:
     return None
 
 
-def pareto(cells: list[dict], float_accuracy: float | None) -> list[str]:
+def pareto(cells: list[dict], float_accuracy: float | None, float_perplexity: float | None = None) -> list[str]:
     """Candidates no other beats or matches on every figure: loss, size, latency, energy."""
     keys = []
     for cell in cells:
-        loss = _quality(cell, float_accuracy)
+        loss = _quality(cell, float_accuracy, float_perplexity)
         keys.append((cell["candidate"], [v for v in (loss, cell["bytes"], cell.get("latency_ms"), cell.get("energy_mj"))]))
     front = []
     for name, mine in keys:
@@ -74,13 +78,15 @@ def pareto(cells: list[dict], float_accuracy: float | None) -> list[str]:
     return front
 
 
-def recommend(cells: list[dict], float_accuracy: float | None, tolerance: float) -> dict[str, Any] | None:
+def recommend(cells: list[dict], float_accuracy: float | None, tolerance: float,
+              float_perplexity: float | None = None) -> dict[str, Any] | None:
     """The smallest candidate within ``tolerance`` points of float that runs (and fits); ties go
     to the fastest. Without one, the least lossy that runs and fits. With the reason."""
     usable = [c for c in cells if "problem" not in c and c.get("fits") is not False]
     if not usable:
         return None
-    losses = {c["candidate"]: _quality(c, float_accuracy) for c in usable}
+    losses = {c["candidate"]: _quality(c, float_accuracy, float_perplexity) for c in usable}
+    unit = "% perplexity" if float_perplexity else " point"
     near = [c for c in usable if losses[c["candidate"]] is not None and losses[c["candidate"]] <= tolerance + 1e-9]
     if near:
         best = min(near, key=lambda c: (c["bytes"], c.get("latency_ms") or 0.0))
@@ -88,15 +94,24 @@ def recommend(cells: list[dict], float_accuracy: float | None, tolerance: float)
         fastest = all((best.get("latency_ms") or 0) <= (c.get("latency_ms") or 0) for c in near)
         what = " and ".join(w for w, ok in (("smallest", smallest), ("fastest", fastest)) if ok)
         loss = losses[best["candidate"]]
-        gap = (f"within {loss:.1f} point{'s' if round(loss, 1) != 1 else ''} of float" if loss > 0.05
-               else "as accurate as float" if loss >= -0.05 else f"{-loss:.1f} point{'s' if round(-loss, 1) != 1 else ''} above float")
+        gap = _gap(loss, perplexity=bool(float_perplexity))
         reason = f"{what}, {gap}"
     else:
         best = min(usable, key=lambda c: (losses[c["candidate"]] if losses[c["candidate"]] is not None else 1e9, c["bytes"]))
-        reason = f"no candidate is within {tolerance:g} point of float here; the least lossy that runs"
+        reason = f"no candidate is within {tolerance:g}{unit} of float here; the least lossy that runs"
     if best.get("ram_headroom") is not None:
         reason += f", fits with {100 * best['ram_headroom']:.0f}% RAM headroom"
     return {"candidate": best["candidate"], "reason": f"{best['candidate']}: {reason}"}
+
+
+def _gap(loss: float, *, perplexity: bool) -> str:
+    """How far from float, in words: points of accuracy, or % of perplexity for a language model."""
+    if perplexity:
+        return (f"within {loss:.1f}% perplexity of float" if loss > 0.05 else "as good as float" if loss >= -0.05
+                else f"{-loss:.1f}% perplexity below float")
+    points = lambda v: "point" if round(v, 1) == 1 else "points"  # noqa: E731
+    return (f"within {loss:.1f} {points(loss)} of float" if loss > 0.05 else "as accurate as float" if loss >= -0.05
+            else f"{-loss:.1f} {points(-loss)} above float")
 
 
 def summarize(ctx: Context) -> dict[str, Any]:
@@ -104,17 +119,19 @@ def summarize(ctx: Context) -> dict[str, Any]:
     first requested target other than the host, else the host's)."""
     cells = matrix(ctx)
     float_accuracy = next((v.float_accuracy for v in ctx.verifications.values()), None)
+    float_perplexity = next((v.float_perplexity for v in ctx.verifications.values()), None)
     tolerance = ctx.config.max_accuracy_drop if ctx.config.max_accuracy_drop is not None else DEFAULT_TOLERANCE
     by_target: dict[str, list[dict]] = {}
     for cell in cells:
         by_target.setdefault(cell["target"], []).append(cell)
-    recommendations = {t: recommend(c, float_accuracy, tolerance) for t, c in by_target.items()}
+    recommendations = {t: recommend(c, float_accuracy, tolerance, float_perplexity) for t, c in by_target.items()}
     return {
         "tolerance_points": tolerance,
         "matrix": cells,
         "fits": {t: [c["candidate"] for c in cs if "problem" not in c and c.get("fits") is not False]
                  for t, cs in by_target.items()},
-        "pareto": {t: pareto([c for c in cs if "problem" not in c], float_accuracy) for t, cs in by_target.items()},
+        "pareto": {t: pareto([c for c in cs if "problem" not in c], float_accuracy, float_perplexity)
+                   for t, cs in by_target.items()},
         "recommendations": recommendations,
     }
 

@@ -166,6 +166,7 @@ class ConvertConfig:
     input_shape: tuple[int, ...] | None = None  # fixes open input dimensions (H, W, C)
     recipes: tuple[Recipe, ...] = ()  # compare: one candidate per recipe (and per int8 calibration)
     calibrations: tuple[Calibration, ...] = ()
+    rewrite: bool = True  # edge-friendly rewrites of stock transformer layers (pipeline.rewrite)
 
     def __post_init__(self) -> None:
         _set(self, "model", _path(self.model, "model", optional=False))
@@ -173,7 +174,7 @@ class ConvertConfig:
             _set(self, name, _path(getattr(self, name), name, optional=True))
         _set(self, "out", _path(self.out, "out", optional=False))
         _set(self, "recipe", Recipe.parse(self.recipe, "recipe"))
-        _flags(self, "float_io", "dynamic_batch", "unsafe", "overwrite")
+        _flags(self, "float_io", "dynamic_batch", "unsafe", "overwrite", "rewrite")
         _number(self, "calib_samples", int, 1, optional=True)
         for name, kind in (("preprocess", PreprocessOverrides), ("run", RunOptions), ("qat", QatOptions)):
             value = getattr(self, name)

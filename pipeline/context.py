@@ -97,7 +97,9 @@ class Context:
 
     config: ConvertConfig
     plan: RunPlan
-    model: LoadedModel | None = None
+    model: LoadedModel | None = None  # the model candidates are made from (rewritten, if it was)
+    source_model: LoadedModel | None = None  # the user's model, when ctx.model is its rewrite
+    float_artifact: bytes | None = None  # the float32 .tflite of ctx.model, once made
     preprocess: Preprocess | None = None
     calib: Dataset | None = None
     eval: Dataset | None = None
@@ -112,6 +114,8 @@ class Context:
     calibration: CalibrationWork | None = None
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)  # per candidate: calibration, islands
     ladder: dict[str, Any] | None = None
+    lint: list[dict[str, Any]] | None = None  # transformer lint of the float graph (pipeline.transformer)
+    rewrite: dict[str, Any] | None = None  # the edge-friendly rewrites applied, and their float check
     diagnosis: list[dict] | None = None
     comparison: dict[str, Any] | None = None
     after_emit: list[Callable[[], None]] = field(default_factory=list)

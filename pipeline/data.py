@@ -31,7 +31,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif
 
 @dataclass(frozen=True)
 class Dataset:
-    """Preprocessed samples ready for a model: ``x`` float32 in model layout, ``y`` int or None."""
+    """Preprocessed samples ready for a model: ``x`` float32 in model layout (integer ids for a
+    model with an integer input), ``y`` int (per sample, or per position [N, T]) or None."""
 
     path: Path
     sha256: str
@@ -81,13 +82,33 @@ def load_dataset(path: str | Path, preprocess: Preprocess, role: str = "data") -
             "one sub-folder per class, or an .npz holding 'x' (and 'y')."
         )
     spec = preprocess.resolve(raw.dtype)
-    x = _fit_shape(raw, spec, path, role).astype(np.float32) * np.float32(spec.scale)
-    if spec.offset:
-        x += np.float32(spec.offset)
-    _refuse_non_finite(x, path, role)
+    if spec.tokens:
+        x = _token_ids(_fit_shape(raw, spec, path, role), spec, path, role)
+    else:
+        x = _fit_shape(raw, spec, path, role).astype(np.float32) * np.float32(spec.scale)
+        if spec.offset:
+            x += np.float32(spec.offset)
+        _refuse_non_finite(x, path, role)
     log.info("%s: %d samples from %s", role, len(x), path)
     found = Dataset(path=path, sha256=sha256_path(path), x=x, y=labels, preprocess=spec, class_names=classes)
     return replace(found, warnings=tuple(_own_warnings(found, role)))
+
+
+def _token_ids(raw: np.ndarray, spec: Preprocess, path: Path, role: str) -> np.ndarray:
+    """Ids for a model with an integer input, as they are: whole numbers from 0 up."""
+    if raw.dtype.kind == "f":
+        whole = np.isfinite(raw) & (raw == np.round(raw))
+        if not whole.all():
+            raise DataError(f"{role} {path}: the model takes integer ids ({spec.dtype}), but 'x' holds non-integer "
+                            f"values such as {raw[~whole].flat[0]!r}; save the token ids themselves.")
+    elif raw.dtype.kind not in "iu":
+        raise DataError(f"{role} {path}: the model takes integer ids ({spec.dtype}), not {raw.dtype} values; "
+                        "save the token ids as integers.")
+    if raw.size and raw.min() < 0:
+        row = int(np.argmax((raw < 0).reshape(len(raw), -1).any(axis=1)))
+        raise DataError(f"{role} {path}: sample {row} holds the negative id {int(raw.min())}; ids index an "
+                        "embedding table from 0 up, so fix the tokenization (pad with 0, not -1).")
+    return raw.astype(np.dtype(spec.dtype))
 
 
 def _refuse_non_finite(x: np.ndarray, path: Path, role: str) -> None:
@@ -106,7 +127,7 @@ def _own_warnings(data: "Dataset", role: str) -> list[str]:
         warnings.append(f"--calib has only {data.samples} samples; about {MIN_CALIB_SAMPLES} or more give stable "
                         "activation ranges")
     top = float(np.abs(data.x).max()) if data.samples else 0.0
-    if top > LARGE_INPUT:
+    if top > LARGE_INPUT and not data.preprocess.tokens:
         warnings.append(f"{role} values reach {top:.4g} after preprocessing; if the model was trained on inputs "
                         "in 0..1, pass --scale 0.00392157 (1/255)")
     for message in warnings:
@@ -115,21 +136,30 @@ def _own_warnings(data: "Dataset", role: str) -> list[str]:
 
 
 def check_labels(data: "Dataset", output_shape: tuple, role: str) -> None:
-    """Class labels must name one of the model's classes (its last output dimension)."""
-    if data.y is None or len(output_shape) != 2 or not output_shape[-1] or output_shape[-1] < 2:
+    """Class labels must name one of the model's classes (its last output dimension); a sequence
+    model ([N, T, V] outputs) takes one label per position ([N, T])."""
+    if data.y is None or len(output_shape) not in (2, 3) or not output_shape[-1] or output_shape[-1] < 2:
         return
+    expected = tuple(output_shape[1:-1])
+    if data.y.shape[1:] != expected:
+        per = f"one label per position, shape {[data.samples, *expected]}" if expected else "one label per sample"
+        raise DataError(f"{role} {data.path}: 'y' has shape {list(data.y.shape)}, but the model's output "
+                        f"{list(output_shape)} needs {per}; save y in that shape.")
     classes = int(output_shape[-1])
     bad = (data.y < 0) | (data.y >= classes)
     if bad.any():
-        row = int(np.argmax(bad))
+        row = int(np.argmax(bad.reshape(len(bad), -1).any(axis=1)))
         raise DataError(f"{role} {data.path}: label {int(data.y[row])} of sample {row} is not one of the model's "
                         f"{classes} classes (0 to {classes - 1}); {int(bad.sum())} labels are out of range: fix the "
                         "labels or give the data this model was trained for.")
 
 
 def compare_sets(calib: "Dataset", eval_data: "Dataset") -> list[str]:
-    """Warnings when the calibration data does not look like the eval data (range, channel means)."""
+    """Warnings when the calibration data does not look like the eval data (range, channel means);
+    none for token ids, whose values are names, not measurements."""
     warnings = []
+    if calib.preprocess.tokens:
+        return warnings
     top_c, top_e = float(np.abs(calib.x).max()), float(np.abs(eval_data.x).max())
     if min(top_c, top_e) > 0 and max(top_c, top_e) / min(top_c, top_e) > RANGE_RATIO:
         warnings.append(f"--calib values reach {top_c:.4g} but --eval only {top_e:.4g}: ranges calibrated on one will "
@@ -161,7 +191,9 @@ def _read_npz(path: Path, role: str) -> tuple[np.ndarray, np.ndarray | None]:
     if x.shape[0] == 0:
         raise DataError(f"{role} {path} holds no samples; give at least one.")
     if y is not None:
-        y = np.asarray(y).reshape(-1)
+        y = np.asarray(y)
+        if y.ndim < 2 or all(d == 1 for d in y.shape[1:]):  # sequence labels ([N, T]) keep their shape
+            y = y.reshape(-1)
         if len(y) != len(x):
             raise DataError(f"{role} {path} has {len(x)} samples in 'x' but {len(y)} labels in 'y'; make them match.")
         if not np.issubdtype(y.dtype, np.integer):

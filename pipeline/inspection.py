@@ -75,7 +75,7 @@ def inspect_model(config: InspectConfig) -> dict[str, Any]:
         model = model.with_input_shape(config.input_shape)
     overrides = config.preprocess
     spec = Preprocess.from_input_shape(model.input_shape, scale=overrides.scale, offset=overrides.offset,
-                                       color_mode=overrides.color_mode)
+                                       color_mode=overrides.color_mode, dtype=model.input_dtype)
     calib = load_dataset(config.calib, spec, role="--calib")
     data = load_dataset(config.eval, calib.preprocess, role="--eval") if config.eval else None
     warnings = [*calib.warnings, *(data.warnings if data else ()), *(compare_sets(calib, data) if data else ())]

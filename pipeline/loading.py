@@ -42,6 +42,7 @@ class LoadedModel:
     output_shape: tuple[int | None, ...] = ()
     reshape: Callable[[tuple[int, ...]], "LoadedModel"] | None = None  # a copy with fixed sample dims
     data_layout: str = "NHWC"  # how .npz data for this model is laid out (NCHW for many ONNX models)
+    input_dtype: str = "float32"  # int32 for token ids
 
     @property
     def fixed_batch(self) -> int | None:
@@ -60,7 +61,7 @@ class LoadedModel:
             raise UsageError(f"--input-shape {','.join(map(str, sample_shape))} does not fit the model's input "
                              f"{list(self.input_shape)}; give one size per dimension after the batch.")
         return replace(self.reshape(tuple(sample_shape)), path=self.path, sha256=self.sha256, format=self.format,
-                       data_layout=self.data_layout, params=self.params)
+                       data_layout=self.data_layout, params=self.params, input_dtype=self.input_dtype)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Float outputs (first output) for all rows of ``x``, in batches the model accepts."""
@@ -76,7 +77,7 @@ class LoadedModel:
 
     def describe(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256, "format": str(self.format),
-                "params": self.params, "input_shape": list(self.input_shape)}
+                "params": self.params, "input_shape": list(self.input_shape), "input_dtype": self.input_dtype}
 
 
 def load_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
@@ -218,10 +219,15 @@ def wrap_keras(model, path: Path, fmt: ModelFormat, sha256: str | None = None,
     return LoadedModel(
         path=path, sha256=sha256 or sha256_path(path), format=fmt, input_shape=shape,
         params=int(model.count_params()), predict_batch=predict_batch,
-        make_converter=make_converter, keras_model=model,
+        make_converter=make_converter, keras_model=model, input_dtype=_dtype_name(model.inputs[0].dtype),
         output_shape=tuple(None if d is None else int(d) for d in model.outputs[0].shape),
         reshape=lambda fixed: wrap_keras(model, path, fmt, sha256, sample_shape=fixed),
     )
+
+
+def _dtype_name(dtype) -> str:
+    """'int32' from a Keras dtype string or a tf.DType."""
+    return str(getattr(dtype, "name", dtype))
 
 
 def _load_saved_model(path: Path, sample_shape: tuple[int, ...] | None = None, loaded=None) -> LoadedModel:
@@ -258,7 +264,7 @@ def _load_saved_model(path: Path, sample_shape: tuple[int, ...] | None = None, l
     output = signature.structured_outputs[output_name]
     return LoadedModel(
         path=path, sha256=sha256_path(path), format=ModelFormat.SAVED_MODEL, input_shape=shape, params=params,
-        predict_batch=predict_batch, make_converter=make_converter,
+        predict_batch=predict_batch, make_converter=make_converter, input_dtype=spec.dtype.name,
         output_shape=tuple(None if d is None else int(d) for d in output.shape),
         reshape=lambda fixed: _load_saved_model(path, fixed, loaded),
     )

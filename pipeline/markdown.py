@@ -32,12 +32,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"Evaluated on `{data['eval']['path']}` ({data['eval']['samples']} samples).", ""]
     if "float" in report:
         flt, q = report["float"], report["quantized"]
+        lm = flt.get("perplexity") is not None  # a sequence model: token accuracy and perplexity
         lines += [
-            "| model | accuracy | agreement with float | size | host p50 ms |",
-            "|---|---|---|---|---|",
-            f"| float (Keras / float32 .tflite) | {_pct(flt['accuracy'])} | 100% | "
+            f"| model | {'token accuracy | perplexity' if lm else 'accuracy'} | agreement with float | size | host p50 ms |",
+            f"|---|---|{'---|' if lm else ''}---|---|---|",
+            f"| float (Keras / float32 .tflite) | {_pct(flt['accuracy'])} | {_ppl(flt, lm)}100% | "
             f"{_kib(flt['tflite_bytes'])} | {_ms(flt['host_latency_ms'], 'p50')} |",
-            *(_candidate_line(report, row) for row in _rows(report)),
+            *(_candidate_line(report, row, lm) for row in _rows(report)),
             "",
         ]
         qat = report.get("qat")
@@ -98,16 +99,19 @@ def _comparison(report: dict[str, Any]) -> list[str]:
     comparison = report.get("comparison")
     if not comparison:
         return []
-    lines = ["| candidate | target | accuracy | agreement | size | RAM | flash | fits | latency ms | energy mJ |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lm = any(cell.get("perplexity") is not None for cell in comparison["matrix"])
+    lines = [f"| candidate | target | accuracy | {'perplexity | ' if lm else ''}agreement | size | RAM | flash | fits | "
+             "latency ms | energy mJ |", f"|---|---|---|{'---|' if lm else ''}---|---|---|---|---|---|---|"]
     for cell in comparison["matrix"]:
         if "problem" in cell:
-            lines.append(f"| {cell['candidate']} | {cell['target']} | cannot run: {cell['problem']} | | | | | | | |")
+            lines.append(f"| {cell['candidate']} | {cell['target']} | cannot run: {cell['problem']} | | | | | | | |"
+                         + (" |" if lm else ""))
             continue
         fits = "n/a" if cell.get("fits") is None else ("yes" if cell["fits"] else "**no**")
         latency = "n/a" if cell.get("latency_ms") is None else f"{cell['latency_ms']:.3f} ({cell['latency_method']})"
         energy = "n/a" if cell.get("energy_mj") is None else f"{cell['energy_mj']:.4g}"
-        lines.append(f"| {cell['candidate']} | {cell['target']} | {_pct(cell.get('accuracy'))} | {_pct(cell.get('agreement'))} | "
+        lines.append(f"| {cell['candidate']} | {cell['target']} | {_pct(cell.get('accuracy'))} | {_ppl(cell, lm)}"
+                     f"{_pct(cell.get('agreement'))} | "
                      f"{_kib(cell['bytes'])} | {_kib(cell.get('ram_bytes'))} | {_kib(cell.get('flash_bytes'))} | {fits} | "
                      f"{latency} | {energy} |")
     lines.append("")
@@ -120,8 +124,19 @@ def _comparison(report: dict[str, Any]) -> list[str]:
 
 
 def _quantization_notes(report: dict[str, Any]) -> list[str]:
-    """Calibration, float islands, the ladder, the per-layer diagnosis and data warnings."""
+    """Rewrites and lint, calibration, float islands, the ladder, the per-layer diagnosis and data warnings."""
     lines = []
+    rewrite = report.get("rewrite")
+    if rewrite:
+        kinds: dict[str, int] = {}
+        for item in rewrite["applied"]:
+            kinds[item["rewrite"]] = kinds.get(item["rewrite"], 0) + 1
+        lines += [f"Rewritten for the edge: {', '.join(f'{k} x{n}' for k, n in kinds.items())} "
+                  f"({', '.join(item['layer'] for item in rewrite['applied'])}); float outputs differ by at most "
+                  f"{rewrite['max_abs_difference']:.3g} ({rewrite['max_relative_difference']:.2g} relative) on "
+                  f"{rewrite['samples']} samples.", ""]
+    for finding in report.get("lint") or []:
+        lines += [f"Lint ({', '.join(finding['breaks'])}): {finding['message']}.", ""]
     calibration = report.get("calibration")
     if calibration and calibration.get("requested") == "auto":
         scores = ", ".join(f"{name} {row['snr_db']} dB" for name, row in calibration["scores"].items())
@@ -222,9 +237,17 @@ def _label(report: dict[str, Any], row: dict[str, Any]) -> str:
     return f"{label}{' (chosen)' if chosen else ''} `{row['artifact']['path']}`"
 
 
-def _candidate_line(report: dict[str, Any], row: dict[str, Any]) -> str:
+def _ppl(row: dict[str, Any], shown: bool) -> str:
+    """A perplexity cell (with its trailing separator), or nothing when the column is not shown."""
+    if not shown:
+        return ""
+    value = row.get("perplexity")
+    return f"{value:.4f} | " if value is not None else "n/a | "
+
+
+def _candidate_line(report: dict[str, Any], row: dict[str, Any], lm: bool = False) -> str:
     latency = (row.get("targets") or {}).get("host", {}).get("latency_ms")
-    return (f"| {_label(report, row)} | {_pct(row['accuracy'])} | {_pct(row['agreement'])} | "
+    return (f"| {_label(report, row)} | {_pct(row['accuracy'])} | {_ppl(row, lm)}{_pct(row['agreement'])} | "
             f"{_kib(row['artifact']['bytes'])} | {_ms(latency, 'p50')} |")
 
 

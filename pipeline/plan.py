@@ -22,6 +22,7 @@ from .stages import (
     run_targets,
     verify,
 )
+from .transformer import lint_and_rewrite
 from .vocab import Calibration, Recipe
 
 
@@ -58,7 +59,7 @@ def plan(config: ConvertConfig) -> RunPlan:
     after_verify = (Stage("qat parity", qat_stages.parity),) if config.qat is not None else ()
     if config.diagnose:
         after_verify = (*after_verify, Stage("diagnose", diagnose))
-    stages = (Stage("load", load), Stage("data", data), *middle, Stage("verify", verify), *after_verify,
+    stages = (Stage("load", load), Stage("data", data), Stage("lint", lint_and_rewrite), *middle, Stage("verify", verify), *after_verify,
               Stage("targets", run_targets), choosing, Stage("emit", emit))
     float32 = recipe is Recipe.FLOAT32 if not config.compares else Recipe.FLOAT32 in config.recipes
     return RunPlan(stages=stages, candidates=specs, chosen=chosen, baseline_file=None if float32 else BASELINE_FILE,

@@ -47,6 +47,7 @@ def candidate_row(ctx: Context, candidate: Candidate) -> dict[str, Any]:
     figures = verification.to_dict() if verification else {"task": None, "accuracy": None, "agreement": None,
                                                            "output_error": None}
     figures.pop("float_accuracy", None)
+    figures.pop("float_perplexity", None)
     return {
         "name": candidate.name,
         "made": candidate.made.to_dict(),
@@ -94,11 +95,18 @@ def build_conversion_report(ctx: Context) -> dict[str, Any]:
             "tflite_vs_keras": baseline.tflite_vs_keras,
             "host_latency_ms": baseline.host_latency_ms,
         },
-        "quantized": {key: row[key] for key in ("accuracy", "agreement", "task", "output_error", "size_ratio")},
+        "quantized": {key: row[key] for key in ("accuracy", "agreement", "task", "output_error", "size_ratio",
+                                                "perplexity") if key in row},
         "targets": row["targets"],
         "calibration": row["calibration"],
         "environment": environment(),
     }
+    if verification is not None and verification.float_perplexity is not None:
+        report["float"]["perplexity"] = verification.float_perplexity
+    if ctx.rewrite is not None:
+        report["rewrite"] = ctx.rewrite
+    if ctx.lint is not None:
+        report["lint"] = ctx.lint
     if ctx.ladder is not None:
         report["ladder"] = ctx.ladder
     if ctx.comparison is not None:

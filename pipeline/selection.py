@@ -48,7 +48,9 @@ def score(work: CalibrationWork, artifact: bytes) -> Score:
     select = work.select
     result = get_target("host").run(artifact, select.x, select.y, RunOptions(warmup=0, runs=1))
     found = compare(work.select_float, result.outputs, select.y, softmax_head=inspect_model(artifact).ends_in_softmax)
-    if found.accuracy is not None:
+    if found.perplexity is not None and found.float_perplexity:  # a language model: its own measure
+        drop, measure = 100 * (found.perplexity / found.float_perplexity - 1), "perplexity"
+    elif found.accuracy is not None:
         drop, measure = 100 * (found.float_accuracy - found.accuracy), "accuracy"
     elif found.agreement is not None:
         drop, measure = 100 * (1 - found.agreement), "agreement"
@@ -56,7 +58,7 @@ def score(work: CalibrationWork, artifact: bytes) -> Score:
         reference = float(np.sqrt(np.mean(np.square(work.select_float.astype(np.float64)))))
         drop, measure = 100 * found.output_error["rmse"] / max(reference, 1e-12), "relative error"
     share = min(max(drop / 100, 0.0), 1.0)
-    margin = 0.0 if measure == "relative error" else 100 * float(np.sqrt(share * (1 - share) / select.samples))
+    margin = 0.0 if measure in ("relative error", "perplexity") else 100 * float(np.sqrt(share * (1 - share) / select.samples))
     return Score(drop=float(drop), drop_upper=float(drop + margin), measure=measure, snr_db=found.output_error["snr_db"],
                  agreement=found.agreement, accuracy=found.accuracy, float_accuracy=found.float_accuracy)
 

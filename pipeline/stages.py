@@ -20,13 +20,14 @@ from targets import breadcrumb, get_target
 from .artifacts import atomic_write_bytes, check_writable, locked_output
 from .calibration import CalibrationWork, split_for_selection
 from .candidates import Candidate, CandidateSpec, Evaluation, FloatBaseline, Made
+from .config import ConvertConfig
 from .context import BASELINE_FILE, CONFIG_FILE, Context
 from .convert import convert_model
 from .data import check_labels, compare_sets, load_dataset
 from .diagnosis import layer_table, severity, worst_layer
 from .errors import TargetError, UsageError, sentence
 from .islands import island_nodes
-from .loading import load_model, refuse_recurrent
+from .loading import LoadedModel, load_model, refuse_recurrent
 from .ranges import DEFAULT_PERCENTILE
 from .selection import choose_calibration
 from .verify import check_integer_only, compare
@@ -36,22 +37,28 @@ log = logging.getLogger("edgepipe")
 DIAGNOSIS_SAMPLES = 200
 
 
+def load_float_model(config: ConvertConfig) -> LoadedModel:
+    """The float model of a run, with its open input dimensions fixed by ``--input-shape``."""
+    model = load_model(config.model, unsafe=config.unsafe)
+    if config.input_shape:
+        return model.with_input_shape(config.input_shape)
+    if model.dynamic_dims:
+        raise UsageError(f"the model's input {list(model.input_shape)} has open dimensions (None); give their sizes "
+                         "with --input-shape, e.g. --input-shape 96,96,3 (height, width, channels).")
+    return model
+
+
 def load(ctx: Context) -> None:
     """Load the float model and derive the preprocessing spec from its input shape."""
     if ctx.config.qat is not None and Path(ctx.config.model).suffix.lower() == ".onnx":
         raise UsageError(f"{ctx.config.model}: QAT fine-tunes Keras layers with tfmot, and an ONNX model has none; "
                          "quantize it with `edgepipe convert` (post-training), or do QAT in PyTorch and export "
                          "the float model.")
-    ctx.model = load_model(ctx.config.model, unsafe=ctx.config.unsafe)
-    if ctx.config.input_shape:
-        ctx.model = ctx.model.with_input_shape(ctx.config.input_shape)
-    elif ctx.model.dynamic_dims:
-        raise UsageError(f"the model's input {list(ctx.model.input_shape)} has open dimensions (None); give their sizes "
-                         "with --input-shape, e.g. --input-shape 96,96,3 (height, width, channels).")
+    ctx.model = load_float_model(ctx.config)
     overrides = ctx.config.preprocess
     ctx.preprocess = Preprocess.from_input_shape(
         ctx.model.input_shape, scale=overrides.scale, offset=overrides.offset, color_mode=overrides.color_mode,
-        layout=ctx.model.data_layout,
+        layout=ctx.model.data_layout, dtype=ctx.model.input_dtype,
     )
     log.info("model %s: %s, %d parameters, input %s", ctx.model.path.name, ctx.model.format,
              ctx.model.params, list(ctx.model.input_shape))
@@ -155,6 +162,8 @@ def make_baseline(ctx: Context) -> None:
     float32 = [c for c in ctx.candidates if c.made.recipe is Recipe.FLOAT32]
     if float32:
         baseline = float32[0].artifact
+    elif ctx.float_artifact is not None:  # the lint's float graph, of the model the candidates came from
+        baseline = ctx.float_artifact
     else:
         baseline = convert_model(ctx.model, Recipe.FLOAT32, dynamic_batch=ctx.config.dynamic_batch)
         log.info("%s: %d bytes (float32 baseline)", BASELINE_FILE, len(baseline))
@@ -185,7 +194,7 @@ def verify(ctx: Context) -> None:
     if ctx.eval is None:
         log.info("no --eval data: accuracy and agreement are not measured")
         return
-    ctx.float_outputs = ctx.model.predict(ctx.eval.x)
+    ctx.float_outputs = (ctx.source_model or ctx.model).predict(ctx.eval.x)  # the user's model, not a rewrite
     for candidate in ctx.candidates:
         ctx.verifications[candidate.name] = compare(ctx.float_outputs, ctx.results(candidate.name)["host"].outputs, y,
                                                     softmax_head=candidate.info.ends_in_softmax)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgecore.flatbuffer import read_ops
-from edgecore.metrics import latency_summary, step_difference, top1_accuracy
+from edgecore.metrics import latency_summary, step_difference
 from edgecore.model_info import dequantize, inspect_model, quantize
 from edgecore.vocab import Capability, Kernels
 
@@ -245,9 +245,7 @@ class ArmTarget(Target):
     def _outputs(result: TargetResult, info, raw, y) -> None:
         if raw is None:
             return
-        outputs = dequantize(raw, info.outputs[0])
-        result.outputs, result.samples = outputs, len(outputs)
-        result.accuracy = top1_accuracy(outputs, y)
+        result.score(dequantize(raw, info.outputs[0]), y)
 
 
 def arm_targets() -> list[ArmTarget]:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgecore.errors import UsageError
+from edgecore.metrics import perplexity, top1_accuracy
 from edgecore.vocab import Capability
 
 
@@ -106,12 +107,19 @@ class TargetResult:
     runtime: str
     delegate: str | None
     threads: int | None
-    accuracy: float | None = None
+    accuracy: float | None = None  # top-1 (per token for sequence outputs)
     samples: int = 0
     latency_ms: dict[str, float] | None = None
     energy_mj: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
     outputs: np.ndarray | None = field(default=None, repr=False)
+    perplexity: float | None = None  # sequence models: outputs [N, T, V] with labels [N, T]
+
+    def score(self, outputs: np.ndarray, labels: np.ndarray | None) -> None:
+        """Keep the dequantized ``outputs`` and judge them: accuracy, and perplexity where it applies."""
+        self.outputs, self.samples = outputs, len(outputs)
+        self.accuracy = top1_accuracy(outputs, labels)
+        self.perplexity = perplexity(outputs, labels)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -119,6 +127,8 @@ class TargetResult:
             "accuracy": self.accuracy, "samples": self.samples, "latency_ms": self.latency_ms,
             "energy_mj": self.energy_mj,
         }
+        if self.perplexity is not None:
+            out["perplexity"] = self.perplexity
         out.update(self.details)
         return out
 

@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 
-from edgecore.metrics import top1_accuracy
 from edgecore.model_info import inspect_model
 from edgecore.vocab import Capability, Kernels
 
@@ -47,8 +46,7 @@ class HostTarget(Target):
             log.info("host: evaluating %d samples", len(x))
             outputs, batch = evaluate(model, info, x, kernels=Kernels.XNNPACK, threads=threads,
                                       batch_size=options.batch_size, label="host: evaluating")
-            result.outputs, result.samples = outputs, len(x)
-            result.accuracy = top1_accuracy(outputs, y)
+            result.score(outputs, y)
             result.details["eval_batch"] = batch
             sample = x[:1]
         else:
