@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgepipe-installed
 
-.PHONY: demo test test-fast bench venv lock system-deps arm-emulator sample reference torch-sample calibrate calibrate-arm clean \
+.PHONY: demo test test-fast bench venv lock system-deps arm-emulator sample reference torch-sample lm-sample calibrate calibrate-arm clean \
 	docker-check docker-clean
 
 venv: $(STAMP)
@@ -72,6 +72,10 @@ reference: $(STAMP)
 torch-sample: $(STAMP)
 	$(BIN)/python -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
 	$(BIN)/python calibration_data/train_torch.py
+
+# Maintainers only: retrain the sample character GPT on CPython's pydoc_data.topics (about 3 minutes).
+lm-sample: $(STAMP)
+	$(BIN)/python calibration_data/train_lm.py
 
 # Maintainers only: refit the MCU cycle model to the published MLPerf Tiny figures.
 calibrate: $(STAMP)

@@ -279,10 +279,12 @@ def run(model, target, eval_, scale, offset, color_mode, threads, runs, warmup, 
 @click.option("--no-formats", is_flag=True, help="Skip the number formats side by side (faster).")
 @INPUT_SHAPE
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code).")
+@click.option("--rewrite/--no-rewrite", default=True, show_default=True,
+              help="Inspect the model as convert quantizes it, with stock transformer layers rewritten.")
 @preprocess_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON to stdout.")
-def inspect(model, calib, eval_, calib_samples, calib_sweep, no_formats, input_shape, unsafe, scale, offset, color_mode,
-            as_json):
+def inspect(model, calib, eval_, calib_samples, calib_sweep, no_formats, input_shape, unsafe, rewrite, scale, offset,
+            color_mode, as_json):
     """Why int8 loses what it loses: SNR per layer (worst first), number formats side by side,
     weight SQNR per layer, and how accuracy moves with calibration size."""
     try:
@@ -292,7 +294,7 @@ def inspect(model, calib, eval_, calib_samples, calib_sweep, no_formats, input_s
                                  param_hint="--calib-sweep") from None
     report = api.inspect(InspectConfig(model=model, calib=calib, eval=eval_, calib_samples=calib_samples,
                                        formats=not no_formats, calib_sweep=sweep, unsafe=unsafe, input_shape=input_shape,
-                                       preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode)))
+                                       rewrite=rewrite, preprocess=PreprocessOverrides(scale=scale, offset=offset, color_mode=color_mode)))
     click.echo(json.dumps(report, indent=2) if as_json else render_inspection(report))
 
 

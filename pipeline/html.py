@@ -48,6 +48,10 @@ def _pyplot():
 
 
 def _quality(row: dict) -> tuple[float | None, str]:
+    """The figure a candidate is judged by (higher is better: perplexity is negated), and its
+    axis label."""
+    if row.get("perplexity") is not None:
+        return -row["perplexity"], "perplexity on --eval (lower is better, up)"
     if row.get("accuracy") is not None:
         return 100 * row["accuracy"], "top-1 accuracy on --eval (%)"
     if row.get("agreement") is not None:
@@ -70,6 +74,11 @@ def plot_accuracy_vs_size(report: dict) -> str | None:
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.0))
     front = _front(points)
+    flt, label = report.get("float") or {}, _quality(rows[0])[1]
+    perplexity = label.startswith("perplexity")
+    if perplexity:  # plotted as it is, on an inverted axis: better is still up
+        points = [(name, size, -quality) for name, size, quality in points]
+        axes.invert_yaxis()
     for index, (name, size, quality) in enumerate(points):
         on_front = name in front
         axes.scatter(size, quality, s=70 if on_front else 40, color="#2da44e" if on_front else "#8c959f", zorder=3)
@@ -77,11 +86,12 @@ def plot_accuracy_vs_size(report: dict) -> str | None:
         axes.annotate(name, (size, quality), textcoords="offset points", xytext=(6, 4 - 11 * (index % 4)), fontsize=8)
     line = sorted((s, q) for n, s, q in points if n in front)
     axes.plot([s for s, _ in line], [q for _, q in line], color="#2da44e", linewidth=1.2, zorder=2, label="Pareto front")
-    float_accuracy = (report.get("float") or {}).get("accuracy")
-    if float_accuracy is not None and _quality(rows[0])[1].startswith("top-1 accuracy"):
-        axes.axhline(100 * float_accuracy, color="#0969da", linestyle="--", linewidth=1, label="float")
+    if flt.get("perplexity") is not None and perplexity:
+        axes.axhline(flt["perplexity"], color="#0969da", linestyle="--", linewidth=1, label="float")
+    elif flt.get("accuracy") is not None and label.startswith("top-1 accuracy"):
+        axes.axhline(100 * flt["accuracy"], color="#0969da", linestyle="--", linewidth=1, label="float")
     axes.set_xlabel("model size (KiB)")
-    axes.set_ylabel(_quality(rows[0])[1])
+    axes.set_ylabel(label)
     axes.margins(x=0.12, y=0.25)
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8, loc="best")
@@ -184,21 +194,25 @@ def _cell(value: Any, kind: str = "") -> str:
 
 def _matrix(report: dict) -> str:
     chosen = report.get("chosen")
-    rows = ["<table><tr><th>candidate</th><th>target</th><th>accuracy</th><th>size</th><th>arena</th><th>RAM</th>"
-            "<th>flash</th><th>fits</th><th>latency ms</th><th>energy mJ</th></tr>"]
+    lm = any(r.get("perplexity") is not None for r in report.get("candidates", []))
+    rows = ["<table><tr><th>candidate</th><th>target</th><th>accuracy</th>" + ("<th>perplexity</th>" if lm else "")
+            + "<th>size</th><th>arena</th><th>RAM</th><th>flash</th><th>fits</th><th>latency ms</th><th>energy mJ</th></tr>"]
     for row in report.get("candidates", []):
         for target, result in (row.get("targets") or {}).items():
             css = " class='chosen'" if row["name"] == chosen else ""
             if "problem" in result:
                 rows.append(f"<tr{css}><td>{html.escape(row['name'])}</td><td>{html.escape(target)}</td>"
-                            f"<td colspan='8' class='problem'>{html.escape(result['problem'])}</td></tr>")
+                            f"<td colspan='{9 if lm else 8}' class='problem'>{html.escape(result['problem'])}</td></tr>")
                 continue
             latency = (result.get("latency_ms") or {}).get("p50")
             how = "measured" if latency is not None else "estimated"
             latency = latency if latency is not None else result.get("estimated_latency_ms")
             fits = result.get("fits")
             rows.append(f"<tr{css}><td>{html.escape(row['name'])}</td><td>{html.escape(target)}</td>"
-                        + _cell(result.get("accuracy"), "pct") + _cell(row["artifact"]["bytes"], "kib")
+                        + _cell(result.get("accuracy"), "pct")
+                        + (f"<td class='num'>{result['perplexity']:.4f}</td>" if result.get("perplexity") is not None
+                           else "<td>n/a</td>" if lm else "")
+                        + _cell(row["artifact"]["bytes"], "kib")
                         + _cell(result.get("arena_bytes"), "kib") + _cell(result.get("ram_bytes"), "kib")
                         + _cell(result.get("flash_bytes"), "kib")
                         + f"<td>{'n/a' if fits is None else ('yes' if fits else 'no')}</td>"

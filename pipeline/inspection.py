@@ -23,6 +23,7 @@ from .environment import environment
 from .errors import UsageError
 from .formats import formats_table, weight_sqnr
 from .loading import load_model
+from .transformer import check_samples, edge_model
 from .verify import compare
 from .vocab import Preprocess, Recipe
 
@@ -43,6 +44,7 @@ class InspectConfig:
     calib_sweep: tuple[int, ...] = ()
     preprocess: PreprocessOverrides = field(default_factory=PreprocessOverrides)
     input_shape: tuple[int, ...] | None = None
+    rewrite: bool = True  # inspect what convert would quantize: the model with its edge rewrites
 
     def __post_init__(self) -> None:
         _set(self, "model", _path(self.model, "model", optional=False))
@@ -61,7 +63,7 @@ class InspectConfig:
         return {"model": str(self.model), "calib": str(self.calib), "eval": None if self.eval is None else str(self.eval),
                 "unsafe": self.unsafe, "calib_samples": self.calib_samples, "formats": self.formats,
                 "calib_sweep": list(self.calib_sweep), "preprocess": self.preprocess.to_dict(),
-                "input_shape": list(self.input_shape) if self.input_shape else None}
+                "input_shape": list(self.input_shape) if self.input_shape else None, "rewrite": self.rewrite}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "InspectConfig":
@@ -70,14 +72,19 @@ class InspectConfig:
 
 def inspect_model(config: InspectConfig) -> dict[str, Any]:
     """The inspection report (see the README for its keys)."""
-    model = load_model(config.model, unsafe=config.unsafe)
-    if config.input_shape:
-        model = model.with_input_shape(config.input_shape)
+    def load():
+        model = load_model(config.model, unsafe=config.unsafe)
+        return model.with_input_shape(config.input_shape) if config.input_shape else model
+
+    model = load()
     overrides = config.preprocess
     spec = Preprocess.from_input_shape(model.input_shape, scale=overrides.scale, offset=overrides.offset,
                                        color_mode=overrides.color_mode, dtype=model.input_dtype)
     calib = load_dataset(config.calib, spec, role="--calib")
     data = load_dataset(config.eval, calib.preprocess, role="--eval") if config.eval else None
+    # What convert would quantize: the model with its edge rewrites (the float reference is the same).
+    edge = edge_model(model, load, check_samples(model, calib), rewrite=config.rewrite)
+    model = edge.model
     warnings = [*calib.warnings, *(data.warnings if data else ()), *(compare_sets(calib, data) if data else ())]
     judged = data or calib.head(config.calib_samples)
     work = CalibrationWork(model, calib.head(config.calib_samples), None)
@@ -88,7 +95,10 @@ def inspect_model(config: InspectConfig) -> dict[str, Any]:
         "data": {"calib": calib.describe(), "eval": data.describe() if data else None, "judged_on": "eval" if data else "calib",
                  **({"warnings": warnings} if warnings else {})},
         "layers": layer_table(work.calibrated, judged.x[:LAYER_SAMPLES]),
+        "lint": [f.to_dict() for f in edge.findings],
     }
+    if edge.rewrite is not None:
+        report["rewrite"] = edge.rewrite
     if config.formats or config.calib_sweep:
         float_outputs = model.predict(judged.x)
     if config.formats:

@@ -42,7 +42,7 @@ class Finding:
     layer: str
     op: str
     tensor: str
-    breaks: tuple[str, ...]  # recipes ("int8", "int16x8") and/or "tflm"
+    breaks: tuple[str, ...]  # recipes ("int8", "int16x8"), "tflm", or "int16x8@tflm" (that recipe there)
     message: str
     rewrite: str | None = None  # the edgepipe rewrite that removes it, if any
 
@@ -52,9 +52,10 @@ class Finding:
         return out
 
     def matters(self, recipes: Iterable[Recipe], tflm: bool) -> bool:
-        """Whether this run (its recipes, whether a TFLM target is asked for) is affected."""
+        """Whether this run (its recipes, whether a TFLM target is asked for) is affected; a
+        ``recipe@tflm`` entry matters when both are asked for."""
         wanted = {str(r) for r in recipes} | ({"tflm"} if tflm else set())
-        return bool(wanted & set(self.breaks))
+        return any(b in wanted if "@" not in b else tflm and b.split("@")[0] in wanted for b in self.breaks)
 
 
 def layer_of(tensor_name: str, layers: Iterable[str]) -> str:
@@ -91,6 +92,10 @@ def lint(model: bytes, layers: Iterable[str] = ()) -> list[Finding]:
             found.append(Finding("gelu", where, op.name, tensor, ("tflm",),
                                  f"{where}: TFLite Micro has no GELU kernel; use ReLU in the MLP for a "
                                  "microcontroller"))
+        elif op.name == "GATHER" and op.inputs and op.inputs[0].constant:
+            found.append(Finding("gather-int16", where, op.name, tensor, ("int16x8@tflm",),
+                                 f"{where}: TFLite Micro's GATHER has no int16 kernel, so the int16x8 model of this "
+                                 "embedding lookup does not run on a microcontroller (int8 does)"))
         elif op.name == "SELECT":
             found.append(Finding("select", where, op.name, tensor, ("tflm",),
                                  f"{where}: TFLite Micro has SELECT_V2 but no SELECT; Keras' Embedding wraps "

@@ -195,6 +195,7 @@ def wrap_keras(model, path: Path, fmt: ModelFormat, sha256: str | None = None,
     keras = keras_compat.keras3()
     _single(len(getattr(model, "inputs", None) or []), "input", path)
     _single(len(getattr(model, "outputs", None) or []), "output", path)
+    model = _with_id_input(model)
     tf = keras_compat.tensorflow()
     shape = tuple(None if d is None else int(d) for d in model.inputs[0].shape)
     if sample_shape is not None:
@@ -223,6 +224,36 @@ def wrap_keras(model, path: Path, fmt: ModelFormat, sha256: str | None = None,
         output_shape=tuple(None if d is None else int(d) for d in model.outputs[0].shape),
         reshape=lambda fixed: wrap_keras(model, path, fmt, sha256, sample_shape=fixed),
     )
+
+
+def _with_id_input(model):
+    """A Keras 3 model whose float input feeds Embedding layers (and ops on ids), never another
+    layer, takes token ids: rebuilt on an int32 input with the same weights, so quantization never
+    rounds the ids (a float input would be quantized like pixels). Kept as it is when that cannot
+    be done exactly; the lint then names the float ids."""
+    keras = keras_compat.keras3()
+    if keras_compat.is_legacy_model(model) or not str(model.inputs[0].dtype).startswith("float"):
+        return model
+    source = model.inputs[0]
+    users = [op for op in getattr(model, "operations", []) if not isinstance(op, keras.layers.InputLayer)
+             and any(t is source for node in op._inbound_nodes for t in node.input_tensors)]
+    layers = [op for op in users if isinstance(op, keras.layers.Layer)]
+    if not layers or not all(isinstance(layer, keras.layers.Embedding) for layer in layers):
+        return model
+    try:
+        ids = keras.Input(tuple(source.shape[1:]), batch_size=source.shape[0], dtype="int32", name=source.name)
+        rebuilt = keras.models.clone_model(model, input_tensors=ids)
+        rebuilt.set_weights(model.get_weights())
+        sample = np.random.default_rng(0).integers(0, min(layer.input_dim for layer in layers),
+                                                   (2, *[d or 1 for d in source.shape[1:]]))
+        same = np.array_equal(np.asarray(model(sample.astype(np.float32))), np.asarray(rebuilt(sample.astype(np.int32))))
+    except Exception as exc:  # Keras raises many types for models it cannot clone
+        log.debug("kept the float input of %s: %s", model.name, first_line(exc))
+        return model
+    if same:
+        log.info("%s: its float input feeds Embedding layers only, so it takes int32 token ids", model.name)
+        return rebuilt
+    return model
 
 
 def _dtype_name(dtype) -> str:

@@ -30,7 +30,8 @@ def plan(config: ConvertConfig) -> RunPlan:
     """The stages and candidates of a run, decided once from the config."""
     recipe = config.recipe
     calibrating = config.int8_options_changed or config.selects or config.diagnose
-    prepare = (Stage("calibrate", calibrate),) if calibrating else ()
+    # The lint (and the edge rewrites, which calibration must see) comes before any calibration.
+    prepare = (Stage("lint", lint_and_rewrite), *((Stage("calibrate", calibrate),) if calibrating else ()))
     choosing = Stage("choose", choose)
     if config.compares:
         specs, chosen, middle = _comparison_specs(config), None, (*prepare, Stage("convert", convert))
@@ -59,7 +60,7 @@ def plan(config: ConvertConfig) -> RunPlan:
     after_verify = (Stage("qat parity", qat_stages.parity),) if config.qat is not None else ()
     if config.diagnose:
         after_verify = (*after_verify, Stage("diagnose", diagnose))
-    stages = (Stage("load", load), Stage("data", data), Stage("lint", lint_and_rewrite), *middle, Stage("verify", verify), *after_verify,
+    stages = (Stage("load", load), Stage("data", data), *middle, Stage("verify", verify), *after_verify,
               Stage("targets", run_targets), choosing, Stage("emit", emit))
     float32 = recipe is Recipe.FLOAT32 if not config.compares else Recipe.FLOAT32 in config.recipes
     return RunPlan(stages=stages, candidates=specs, chosen=chosen, baseline_file=None if float32 else BASELINE_FILE,

@@ -64,7 +64,7 @@ def test_convert_prints_markdown_summary(tiny_keras, small_npz, image_folder, tm
                                         str(small_npz), "--out", str(tmp_path), "--runs", "3"])
     assert outcome.exit_code == 0, outcome.stderr
     assert "# edgepipe report" in outcome.stdout
-    assert "[7/7] emit" in outcome.stderr
+    assert "[8/8] emit" in outcome.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edgepipe.toml", "model_float32.tflite", "model_int8.tflite",
                                                           "report.html", "report.json", "report.md"]
 

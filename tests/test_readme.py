@@ -81,7 +81,8 @@ def test_the_command_summary_matches_the_cli():
     assert listed == commands
     for line in summary.splitlines():
         name = line.split()[1]
-        options = {opt for param in main.commands[name].params for opt in getattr(param, "opts", [])}
+        options = {opt for param in main.commands[name].params
+                   for opt in [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])]}
         for option in re.findall(r"--[a-z-]+", line):
             assert option in options, f"README says `{name} {option}`, which `edgepipe {name} --help` lacks"
 
