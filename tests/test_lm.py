@@ -3,7 +3,7 @@ integer quantization, and the rewrites that fix it, checked on the shipped sampl
 second causal LM built here (other width, heads, context, a padding mask, a GELU MLP).
 
 Figures asserted are what was measured on this machine, with a margin: the sample's float
-perplexity is 3.2727, int8 3.3435 (+2.2%), int16x8 and float16 3.2727.
+perplexity is 3.2727, int8 3.3216 (+1.5%), int16x8 and float16 3.2727.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def test_sample_lm_figures_side_by_side(lm_demo):
     # edgepipe's float figure is the one the training script measured in Keras.
     assert float_ppl == pytest.approx(SAMPLE["float_perplexity_keras"], abs=1e-3)
     assert rows["int8"]["float_ops"] == []  # full int8
-    assert rows["int8"]["perplexity"] < float_ppl * 1.03  # measured +2.2%
+    assert rows["int8"]["perplexity"] < float_ppl * 1.02  # measured +1.5%
     assert rows["int16x8"]["perplexity"] < float_ppl * 1.005
     assert rows["float16"]["perplexity"] < float_ppl * 1.001
     assert rows["int8"]["artifact"]["bytes"] < 0.4 * rows["float32"]["artifact"]["bytes"]
@@ -96,7 +96,7 @@ def test_sample_lm_runs_in_tflm(tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     mcu = report["targets"]["cortex-m4"]
     assert mcu["fits"] and mcu["arena_bytes"] > 0
-    assert mcu["perplexity"] < report["float"]["perplexity"] * 1.03
+    assert mcu["perplexity"] < report["float"]["perplexity"] * 1.02  # measured 3.3209
     assert mcu["reference"]["top1_agreement"] > 0.9
 
 
