@@ -46,6 +46,8 @@ def perplexity(outputs: np.ndarray, labels: np.ndarray | None, *, probabilities:
     gives below half a step, counts as ``PROBABILITY_FLOOR``."""
     if labels is None or not is_sequence(outputs) or labels.shape != outputs.shape[:-1]:
         return None
+    if labels.size and (labels.min() < 0 or labels.max() >= outputs.shape[-1]):
+        return None  # not a token of this vocabulary (the data stage says so to the user)
     scores = outputs.astype(np.float64)
     picked = np.take_along_axis(scores, labels[..., None].astype(np.int64), axis=-1)[..., 0]
     if probabilities if probabilities is not None else are_probabilities(outputs):

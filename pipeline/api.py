@@ -24,10 +24,11 @@ from targets import (
 from .artifacts import atomic_write_bytes, check_writable, locked_output
 from .config import ConvertConfig, PreprocessOverrides, QatOptions
 from .context import Context
-from .data import check_labels, load_dataset
+from .data import check_ids, check_labels, load_dataset
 from .distribute import prepare as prepare_devices
 from .errors import ConversionError, TargetError, UsageError, first_line, sentence
 from .inspection import InspectConfig
+from .lint import embedding_rows
 from .plan import plan
 from .report import build_run_report
 from .stages import run_pipeline
@@ -128,6 +129,15 @@ def _spec_for(info, preprocess: PreprocessOverrides) -> Preprocess:
                                        color_mode=preprocess.color_mode, dtype=tensor.dtype if ids else "float32")
 
 
+def _eval_data(eval_path, spec: Preprocess, info, blob: bytes):
+    """``--eval`` for a ``.tflite``: loaded, its labels and token ids checked against the model."""
+    if eval_path is None:
+        return None
+    data = load_dataset(eval_path, spec, role="--eval")
+    check_ids(data, embedding_rows(blob), "--eval")
+    return check_labels(data, info.outputs[0].shape, "--eval")
+
+
 def run_on_target(model_path: str | Path, target: str, eval_path: str | Path | None = None, *,
                   options: RunOptions = RunOptions(),
                   preprocess: PreprocessOverrides = PreprocessOverrides()) -> dict[str, Any]:
@@ -137,9 +147,7 @@ def run_on_target(model_path: str | Path, target: str, eval_path: str | Path | N
     path, blob = _read_model(model_path, chosen)
     info = inspect_model(blob)
     spec = _spec_for(info, preprocess)
-    data = load_dataset(eval_path, spec, role="--eval") if eval_path is not None else None
-    if data is not None:
-        check_labels(data, info.outputs[0].shape, "--eval")
+    data = _eval_data(eval_path, spec, info, blob)
     result = chosen.run(blob, data.x if data else None, data.y if data else None, options)
     return build_run_report(path, blob, info, data, data.preprocess if data else spec, target, result)
 
@@ -164,7 +172,7 @@ def run_on_fleet(model_path: str | Path, inventory: str | Path, eval_path: str |
         _read_model(path, get_target(name))  # every board profile can run it
     info = inspect_model(blob)
     spec = _spec_for(info, preprocess)
-    data = load_dataset(eval_path, spec, role="--eval") if eval_path is not None else None
+    data = _eval_data(eval_path, spec, info, blob)
     fleet = run_fleet(blob, devices, data.x if data else None, data.y if data else None, options,
                       parallel=parallel, timeout=timeout)
     report = fleet_report(path, blob, info, data, data.preprocess if data else spec, fleet)

@@ -36,9 +36,10 @@ def matrix(ctx: Context) -> list[dict[str, Any]]:
             result = evaluation.result.to_dict()
             latency, method = _latency(result)
             outputs = evaluation.result.outputs
+            verification = ctx.verifications.get(candidate.name)
             same = (agreement(ctx.float_outputs, outputs)
                     if outputs is not None and ctx.float_outputs is not None and len(outputs) == len(ctx.float_outputs)
-                    else None)
+                    and verification is not None and verification.agreement is not None else None)
             energy = result.get("energy_mj") or {}
             cell.update({"accuracy": result.get("accuracy"), "perplexity": result.get("perplexity"),
                          "agreement": same, "latency_ms": latency,

@@ -104,6 +104,9 @@ def _token_ids(raw: np.ndarray, spec: Preprocess, path: Path, role: str) -> np.n
     elif raw.dtype.kind not in "iu":
         raise DataError(f"{role} {path}: the model takes integer ids ({spec.dtype}), not {raw.dtype} values; "
                         "save the token ids as integers.")
+    if raw.size and raw.max() > np.iinfo(np.dtype(spec.dtype)).max:
+        raise DataError(f"{role} {path}: 'x' holds the id {raw.max()!r}, beyond what {spec.dtype} holds; save token "
+                        "ids, not other numbers.")
     if raw.size and raw.min() < 0:
         row = int(np.argmax((raw < 0).reshape(len(raw), -1).any(axis=1)))
         raise DataError(f"{role} {path}: sample {row} holds the negative id {int(raw.min())}; ids index an "
@@ -135,23 +138,38 @@ def _own_warnings(data: "Dataset", role: str) -> list[str]:
     return warnings
 
 
-def check_labels(data: "Dataset", output_shape: tuple, role: str) -> None:
+def check_labels(data: "Dataset", output_shape: tuple, role: str) -> "Dataset":
     """Class labels must name one of the model's classes (its last output dimension); a sequence
-    model ([N, T, V] outputs) takes one label per position ([N, T])."""
+    model ([N, T, V] outputs) takes one label per position ([N, T]). Returns the data with its
+    labels in the model's shape (``y`` of [N] for an output of [N, 1, C] becomes [N, 1])."""
     if data.y is None or len(output_shape) not in (2, 3) or not output_shape[-1] or output_shape[-1] < 2:
-        return
+        return data
     expected = tuple(output_shape[1:-1])
-    if data.y.shape[1:] != expected:
+    y = data.y
+    if y.ndim == 1 and expected and all(d in (1, None) for d in expected):
+        y = y.reshape(len(y), *[1] * len(expected))
+    if y.ndim != 1 + len(expected) or any(d is not None and d != n for d, n in zip(expected, y.shape[1:])):
         per = f"one label per position, shape {[data.samples, *expected]}" if expected else "one label per sample"
         raise DataError(f"{role} {data.path}: 'y' has shape {list(data.y.shape)}, but the model's output "
                         f"{list(output_shape)} needs {per}; save y in that shape.")
     classes = int(output_shape[-1])
-    bad = (data.y < 0) | (data.y >= classes)
+    bad = (y < 0) | (y >= classes)
     if bad.any():
-        row = int(np.argmax(bad.reshape(len(bad), -1).any(axis=1)))
-        raise DataError(f"{role} {data.path}: label {int(data.y[row])} of sample {row} is not one of the model's "
-                        f"{classes} classes (0 to {classes - 1}); {int(bad.sum())} labels are out of range: fix the "
-                        "labels or give the data this model was trained for.")
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        position = f" at position {where[1:] if len(where) > 2 else where[1]}" if len(where) > 1 else ""
+        raise DataError(f"{role} {data.path}: label {int(y[where])} of sample {where[0]}{position} is not one of the "
+                        f"model's {classes} classes (0 to {classes - 1}); {int(bad.sum())} labels are out of range: "
+                        "fix the labels or give the data this model was trained for.")
+    return replace(data, y=y) if y is not data.y else data
+
+
+def check_ids(data: "Dataset", limit: int | None, role: str) -> None:
+    """Token ids must index the model's embedding table (``limit`` rows), when it is known."""
+    if limit is None or not data.preprocess.tokens or not data.x.size or int(data.x.max()) < limit:
+        return
+    row = int(np.argmax((data.x >= limit).reshape(len(data.x), -1).any(axis=1)))
+    raise DataError(f"{role} {data.path}: sample {row} holds the id {int(data.x[row].max())}, but the model's embedding "
+                    f"has {limit} rows (ids 0 to {limit - 1}); tokenize with the model's own vocabulary.")
 
 
 def compare_sets(calib: "Dataset", eval_data: "Dataset") -> list[str]:

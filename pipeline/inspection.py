@@ -17,7 +17,7 @@ from targets import RunOptions, get_target
 from .calibration import CalibrationWork
 from .config import DEFAULT_CALIB_SAMPLES, PreprocessOverrides, _from_dict, _number, _path, _set, parse_shape
 from .convert import convert_model
-from .data import compare_sets, load_dataset
+from .data import check_ids, check_labels, compare_sets, load_dataset
 from .diagnosis import layer_table
 from .environment import environment
 from .errors import UsageError
@@ -80,11 +80,11 @@ def inspect_model(config: InspectConfig) -> dict[str, Any]:
     overrides = config.preprocess
     spec = Preprocess.from_input_shape(model.input_shape, scale=overrides.scale, offset=overrides.offset,
                                        color_mode=overrides.color_mode, dtype=model.input_dtype)
-    calib = load_dataset(config.calib, spec, role="--calib")
-    data = load_dataset(config.eval, calib.preprocess, role="--eval") if config.eval else None
+    calib = _checked(load_dataset(config.calib, spec, role="--calib"), model, "--calib")
+    data = _checked(load_dataset(config.eval, calib.preprocess, role="--eval"), model, "--eval") if config.eval else None
     # What convert would quantize: the model with its edge rewrites (the float reference is the same).
     edge = edge_model(model, load, check_samples(model, calib), rewrite=config.rewrite)
-    model = edge.model
+    source, model = model, edge.model
     warnings = [*calib.warnings, *(data.warnings if data else ()), *(compare_sets(calib, data) if data else ())]
     judged = data or calib.head(config.calib_samples)
     work = CalibrationWork(model, calib.head(config.calib_samples), None)
@@ -100,7 +100,7 @@ def inspect_model(config: InspectConfig) -> dict[str, Any]:
     if edge.rewrite is not None:
         report["rewrite"] = edge.rewrite
     if config.formats or config.calib_sweep:
-        float_outputs = model.predict(judged.x)
+        float_outputs = source.predict(judged.x)  # the user's model, not its rewrite
     if config.formats:
         log.info("number formats side by side on %d samples", judged.samples)
         report["formats"] = formats_table(work, judged, float_outputs, float_io=False)
@@ -110,6 +110,12 @@ def inspect_model(config: InspectConfig) -> dict[str, Any]:
         report["calib_sweep"] = _sweep(model, calib, judged, float_outputs, config.calib_sweep)
     report["environment"] = environment()
     return report
+
+
+def _checked(data, model, role: str):
+    """The data with its labels and token ids checked against the model."""
+    check_ids(data, model.id_limit, role)
+    return check_labels(data, model.output_shape, role)
 
 
 def _sweep(model, calib, judged, float_outputs, sizes: tuple[int, ...]) -> list[dict[str, Any]]:

@@ -104,6 +104,16 @@ def lint(model: bytes, layers: Iterable[str] = ()) -> list[Finding]:
     return found
 
 
+def embedding_rows(model: bytes) -> int | None:
+    """How many rows the smallest embedding table the graph input indexes has (a GATHER of a
+    constant table by the input ids), or None: token ids must be below it."""
+    graph = read_graph(bytes(model))
+    rows = [graph.tensors[ins[0]].shape[0] for op, (ins, _) in zip(graph.ops, graph.op_tensors)
+            if op.name == "GATHER" and len(ins) > 1 and ins[1] in graph.inputs[:1] and graph.tensors[ins[0]].constant
+            and graph.tensors[ins[0]].shape]
+    return min(rows) if rows else None
+
+
 def _int_input_uses(graph: Graph, layers: tuple[str, ...]) -> list[Finding]:
     """Integer ids that feed anything but a GATHER's indices (Keras' negative-id wrap: LESS, ADD,
     SELECT): int16x8 calibration then wants a range for the int32 input and fails with "Empty

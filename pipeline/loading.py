@@ -43,6 +43,7 @@ class LoadedModel:
     reshape: Callable[[tuple[int, ...]], "LoadedModel"] | None = None  # a copy with fixed sample dims
     data_layout: str = "NHWC"  # how .npz data for this model is laid out (NCHW for many ONNX models)
     input_dtype: str = "float32"  # int32 for token ids
+    id_limit: int | None = None  # token ids must be below this (the smallest embedding the input feeds)
 
     @property
     def fixed_batch(self) -> int | None:
@@ -61,7 +62,8 @@ class LoadedModel:
             raise UsageError(f"--input-shape {','.join(map(str, sample_shape))} does not fit the model's input "
                              f"{list(self.input_shape)}; give one size per dimension after the batch.")
         return replace(self.reshape(tuple(sample_shape)), path=self.path, sha256=self.sha256, format=self.format,
-                       data_layout=self.data_layout, params=self.params, input_dtype=self.input_dtype)
+                       data_layout=self.data_layout, params=self.params, input_dtype=self.input_dtype,
+                       id_limit=self.id_limit)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Float outputs (first output) for all rows of ``x``, in batches the model accepts."""
@@ -221,9 +223,24 @@ def wrap_keras(model, path: Path, fmt: ModelFormat, sha256: str | None = None,
         path=path, sha256=sha256 or sha256_path(path), format=fmt, input_shape=shape,
         params=int(model.count_params()), predict_batch=predict_batch,
         make_converter=make_converter, keras_model=model, input_dtype=_dtype_name(model.inputs[0].dtype),
+        id_limit=min((layer.input_dim for layer in input_embeddings(model)), default=None),
         output_shape=tuple(None if d is None else int(d) for d in model.outputs[0].shape),
         reshape=lambda fixed: wrap_keras(model, path, fmt, sha256, sample_shape=fixed),
     )
+
+
+def input_embeddings(model) -> list:
+    """The Embedding layers a Keras 3 model's input feeds, if it feeds only Embeddings (and ops on
+    ids, such as positions from ones_like); else an empty list."""
+    keras = keras_compat.keras3()
+    if keras_compat.is_legacy_model(model):
+        return []
+    graph = getattr(model, "_functional", None) or model  # a Sequential model's graph
+    source = graph.inputs[0]
+    users = [op for op in getattr(graph, "operations", []) if not isinstance(op, keras.layers.InputLayer)
+             and any(t is source for node in op._inbound_nodes for t in node.input_tensors)]
+    layers = [op for op in users if isinstance(op, keras.layers.Layer)]
+    return layers if layers and all(isinstance(layer, keras.layers.Embedding) for layer in layers) else []
 
 
 def _with_id_input(model):
@@ -232,14 +249,10 @@ def _with_id_input(model):
     rounds the ids (a float input would be quantized like pixels). Kept as it is when that cannot
     be done exactly; the lint then names the float ids."""
     keras = keras_compat.keras3()
-    if keras_compat.is_legacy_model(model) or not str(model.inputs[0].dtype).startswith("float"):
+    layers = input_embeddings(model) if str(model.inputs[0].dtype).startswith("float") else []
+    if not layers:
         return model
     source = model.inputs[0]
-    users = [op for op in getattr(model, "operations", []) if not isinstance(op, keras.layers.InputLayer)
-             and any(t is source for node in op._inbound_nodes for t in node.input_tensors)]
-    layers = [op for op in users if isinstance(op, keras.layers.Layer)]
-    if not layers or not all(isinstance(layer, keras.layers.Embedding) for layer in layers):
-        return model
     try:
         ids = keras.Input(tuple(source.shape[1:]), batch_size=source.shape[0], dtype="int32", name=source.name)
         rebuilt = keras.models.clone_model(model, input_tensors=ids)

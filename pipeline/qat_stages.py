@@ -26,7 +26,7 @@ def qat_scan(ctx: Context) -> None:
     and classify every layer."""
     options = ctx.config.qat
     ctx.train = load_dataset(options.train, ctx.preprocess, role="--train")
-    check_labels(ctx.train, ctx.model.output_shape, "--train")
+    ctx.train = check_labels(ctx.train, ctx.model.output_shape, "--train")
     if ctx.train.y is None or ctx.eval.y is None:
         raise UsageError("QAT fine-tunes on labelled data: --train and --eval need labels "
                          "('y' in the .npz, or class folders).")

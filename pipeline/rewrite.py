@@ -22,7 +22,8 @@ quantize (see :mod:`pipeline.lint` for what breaks and the figures):
 
 The rewritten layers keep their variables: a fresh copy of the model is loaded, the class of each
 stock layer is swapped for its subclass (it reaches layers nested in custom blocks too), and
-:func:`rewrite_model` compares the outputs of the two models before anything is converted.
+:func:`pipeline.transformer.edge_model` compares the outputs of the two models before anything is
+converted.
 """
 
 from __future__ import annotations
@@ -56,11 +57,11 @@ def edge_classes() -> dict[type, tuple[str, type]]:
         def call(self, inputs):
             x = ops.cast(inputs, "float32")
             axes = list(self.axis) if isinstance(self.axis, (list, tuple)) else [self.axis]
-            if self.rms_scaling:
-                y = x * ops.rsqrt(ops.mean(x * x, axis=axes, keepdims=True) + self.epsilon)
-                return ops.cast(y * ops.cast(self.gamma, "float32"), self.compute_dtype)
             xc = x - ops.mean(x, axis=axes, keepdims=True)
-            y = xc * ops.rsqrt(ops.mean(xc * xc, axis=axes, keepdims=True) + self.epsilon)
+            inv = ops.rsqrt(ops.mean(xc * xc, axis=axes, keepdims=True) + self.epsilon)
+            if self.rms_scaling:  # Keras' (deprecated) rms_scaling: x, not xc, over the centred variance
+                return ops.cast(x * inv * ops.cast(self.gamma, "float32"), self.compute_dtype)
+            y = xc * inv
             if self.scale:
                 y = y * ops.cast(self.gamma, "float32")
             if self.center:

@@ -23,7 +23,7 @@ from .candidates import Candidate, CandidateSpec, Evaluation, FloatBaseline, Mad
 from .config import ConvertConfig
 from .context import BASELINE_FILE, CONFIG_FILE, Context
 from .convert import convert_model
-from .data import check_labels, compare_sets, load_dataset
+from .data import check_ids, check_labels, compare_sets, load_dataset
 from .diagnosis import layer_table, severity, worst_layer
 from .errors import TargetError, UsageError, sentence
 from .islands import island_nodes
@@ -56,8 +56,11 @@ def load(ctx: Context) -> None:
                          "the float model.")
     ctx.model = load_float_model(ctx.config)
     overrides = ctx.config.preprocess
+    # Ids into an Embedding are never scaled, even where the input could not be made int32.
+    scale = 1.0 if overrides.scale is None and ctx.model.id_limit and ctx.model.input_dtype.startswith("float") \
+        else overrides.scale
     ctx.preprocess = Preprocess.from_input_shape(
-        ctx.model.input_shape, scale=overrides.scale, offset=overrides.offset, color_mode=overrides.color_mode,
+        ctx.model.input_shape, scale=scale, offset=overrides.offset, color_mode=overrides.color_mode,
         layout=ctx.model.data_layout, dtype=ctx.model.input_dtype,
     )
     log.info("model %s: %s, %d parameters, input %s", ctx.model.path.name, ctx.model.format,
@@ -73,8 +76,11 @@ def data(ctx: Context) -> None:
     if ctx.config.eval is not None:
         ctx.eval = load_dataset(ctx.config.eval, spec, role="--eval")
         spec = ctx.eval.preprocess
-    if ctx.eval is not None:
-        check_labels(ctx.eval, ctx.model.output_shape, "--eval")
+    for role, name in (("--calib", "calib"), ("--eval", "eval")):
+        found = getattr(ctx, name)
+        if found is not None:
+            check_ids(found, ctx.model.id_limit, role)
+            setattr(ctx, name, check_labels(found, ctx.model.output_shape, role))
     if ctx.calib is not None and ctx.eval is not None:
         ctx.calib = replace(ctx.calib, warnings=(*ctx.calib.warnings, *compare_sets(ctx.calib, ctx.eval)))
     ctx.preprocess = spec

@@ -54,14 +54,16 @@ def _layer_names(model: LoadedModel) -> list[str]:
 
 
 def edge_model(model: LoadedModel, reload: Callable[[], LoadedModel], samples: np.ndarray, *,
-               rewrite: bool = True, dynamic_batch: bool = False) -> EdgeModel:
-    """Lint ``model``'s float graph; with ``rewrite``, rewrite the layers whose rewrite removes a
-    finding in a fresh copy (``reload()``), refuse it if its float outputs on ``samples`` move
-    by more than ``MAX_RELATIVE_DIFFERENCE``, and lint the rewritten graph."""
+               rewrite: bool = True, dynamic_batch: bool = False,
+               matters: Callable[[Finding], bool] = lambda finding: True) -> EdgeModel:
+    """Lint ``model``'s float graph; with ``rewrite``, rewrite (in a fresh copy, ``reload()``)
+    the stock layers of each kind whose rewrite removes a finding that ``matters`` to the run,
+    refuse the rewrite if its float outputs on ``samples`` move by more than
+    ``MAX_RELATIVE_DIFFERENCE``, and lint the rewritten graph."""
     names = _layer_names(model)
     float_model = convert_model(model, Recipe.FLOAT32, dynamic_batch=dynamic_batch)
     findings = lint(float_model, names)
-    kinds = {f.rewrite for f in findings if f.rewrite}
+    kinds = {f.rewrite for f in findings if f.rewrite and matters(f)}
     fixable = {layer.name for layer in rewritable_layers(model.keras_model) if rewrite_kind(layer) in kinds} \
         if rewrite else set()
     if not fixable:
@@ -93,16 +95,18 @@ def check_samples(model: LoadedModel, *datasets) -> np.ndarray:
 
 def lint_and_rewrite(ctx: Context) -> None:
     """Stage: lint the float graph; unless ``--no-rewrite`` (or QAT, which trains the stock
-    layers), rewrite what a rewrite fixes, verified; warn about what still matters to this run."""
+    layers), rewrite what a rewrite fixes of what matters to this run's recipes and targets,
+    verified; warn about what still matters."""
     config = ctx.config
+    recipes = {spec.made.recipe for spec in ctx.plan.candidates} or {config.recipe}
+    tflm = any(Capability.ARENA in get_target(name).capabilities for name in config.targets)
     found = edge_model(ctx.model, lambda: load_float_model(config), check_samples(ctx.model, ctx.calib, ctx.eval),
-                       rewrite=config.rewrite and config.qat is None, dynamic_batch=config.dynamic_batch)
+                       rewrite=config.rewrite and config.qat is None, dynamic_batch=config.dynamic_batch,
+                       matters=lambda finding: finding.matters(recipes, tflm))
     if found.rewrite is not None:
         ctx.source_model, ctx.model, ctx.rewrite = ctx.model, found.model, found.rewrite
     ctx.float_artifact = found.float_artifact
     ctx.lint = [f.to_dict() for f in found.findings]
-    recipes = {spec.made.recipe for spec in ctx.plan.candidates} or {config.recipe}
-    tflm = any(Capability.ARENA in get_target(name).capabilities for name in config.targets)
     for finding in found.findings:
         if finding.matters(recipes, tflm):
             hint = " (--no-rewrite is set)" if finding.rewrite and not config.rewrite else ""

@@ -245,7 +245,7 @@ class ArmTarget(Target):
     def _outputs(result: TargetResult, info, raw, y) -> None:
         if raw is None:
             return
-        result.score(dequantize(raw, info.outputs[0]), y)
+        result.score(dequantize(raw, info.outputs[0]), y, softmax=info.ends_in_softmax)
 
 
 def arm_targets() -> list[ArmTarget]:

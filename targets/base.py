@@ -115,11 +115,13 @@ class TargetResult:
     outputs: np.ndarray | None = field(default=None, repr=False)
     perplexity: float | None = None  # sequence models: outputs [N, T, V] with labels [N, T]
 
-    def score(self, outputs: np.ndarray, labels: np.ndarray | None) -> None:
-        """Keep the dequantized ``outputs`` and judge them: accuracy, and perplexity where it applies."""
+    def score(self, outputs: np.ndarray, labels: np.ndarray | None, *, softmax: bool | None = None) -> None:
+        """Keep the dequantized ``outputs`` and judge them: accuracy, and perplexity where it
+        applies (``softmax``: the model ends in a softmax, so outputs are probabilities; an int8
+        softmax's do not sum to exactly 1, so this is read from the graph, not guessed)."""
         self.outputs, self.samples = outputs, len(outputs)
         self.accuracy = top1_accuracy(outputs, labels)
-        self.perplexity = perplexity(outputs, labels)
+        self.perplexity = perplexity(outputs, labels, probabilities=softmax)
 
     def to_dict(self) -> dict[str, Any]:
         out = {

@@ -46,7 +46,7 @@ class HostTarget(Target):
             log.info("host: evaluating %d samples", len(x))
             outputs, batch = evaluate(model, info, x, kernels=Kernels.XNNPACK, threads=threads,
                                       batch_size=options.batch_size, label="host: evaluating")
-            result.score(outputs, y)
+            result.score(outputs, y, softmax=info.ends_in_softmax)
             result.details["eval_batch"] = batch
             sample = x[:1]
         else:

@@ -77,7 +77,7 @@ class McuTarget(Target):
             result.details.update(measured_fit(self.profile, ops, arena, static))
             if evaluated is not None:
                 raw, outputs = evaluated
-                result.score(outputs, y)
+                result.score(outputs, y, softmax=info.ends_in_softmax)
                 result.details["reference"] = self.compare_with_reference(model, info, x, raw, y)
         if not result.details["fits"]:
             log.warning("%s: does not fit: %s", self.name, "; ".join(result.details["fit_reasons"]))
@@ -128,7 +128,10 @@ class McuTarget(Target):
         target = info.outputs[0]
         if not target.quantized or np.dtype(target.dtype).kind == "f":
             steps /= max(float(np.max(np.abs(reference))), 1e-12)
-        agree = np.argmax(raw, axis=-1) == np.argmax(reference, axis=-1)  # per sample, or per token
+        if raw.ndim == 3:  # a sequence model: per token
+            agree = np.argmax(raw, axis=-1) == np.argmax(reference, axis=-1)
+        else:
+            agree = np.argmax(raw.reshape(len(raw), -1), axis=1) == np.argmax(reference.reshape(len(reference), -1), axis=1)
         return {
             "runtime": "litert reference kernels",
             "max_diff_steps": float(steps.max()),
