@@ -195,8 +195,8 @@ class Preprocess:
             color = ColorMode.GRAYSCALE if sample_shape[-1] == 1 else ColorMode.RGB
         spec = cls(shape=sample_shape, color_mode=color)
         chosen = {k: v for k, v in overrides.items() if v is not None}
-        if str(chosen.get("dtype", "")).startswith(("int", "uint")) and (chosen.get("scale") is not None
-                                                                      or chosen.get("offset")):
+        if str(chosen.get("dtype", "")).startswith(("int", "uint")) and (chosen.get("scale", 1.0) != 1.0
+                                                                      or chosen.get("offset", 0.0) != 0.0):
             raise UsageError("the model takes integer token ids, which are used as they are; drop --scale and "
                              "--offset.")
         if "color_mode" in chosen:

@@ -105,7 +105,7 @@ def _token_ids(raw: np.ndarray, spec: Preprocess, path: Path, role: str) -> np.n
         raise DataError(f"{role} {path}: the model takes integer ids ({spec.dtype}), not {raw.dtype} values; "
                         "save the token ids as integers.")
     if raw.size and raw.max() > np.iinfo(np.dtype(spec.dtype)).max:
-        raise DataError(f"{role} {path}: 'x' holds the id {raw.max()!r}, beyond what {spec.dtype} holds; save token "
+        raise DataError(f"{role} {path}: 'x' holds the id {float(raw.max()):.0f}, beyond what {spec.dtype} holds; save token "
                         "ids, not other numbers.")
     if raw.size and raw.min() < 0:
         row = int(np.argmax((raw < 0).reshape(len(raw), -1).any(axis=1)))
@@ -146,7 +146,7 @@ def check_labels(data: "Dataset", output_shape: tuple, role: str) -> "Dataset":
         return data
     expected = tuple(output_shape[1:-1])
     y = data.y
-    if y.ndim == 1 and expected and all(d in (1, None) for d in expected):
+    if y.ndim == 1 and expected and all(d == 1 for d in expected):
         y = y.reshape(len(y), *[1] * len(expected))
     if y.ndim != 1 + len(expected) or any(d is not None and d != n for d, n in zip(expected, y.shape[1:])):
         per = f"one label per position, shape {[data.samples, *expected]}" if expected else "one label per sample"

@@ -25,7 +25,7 @@ from .formats import formats_table, weight_sqnr
 from .loading import load_model
 from .transformer import check_samples, edge_model
 from .verify import compare
-from .vocab import Preprocess, Recipe
+from .vocab import Recipe
 
 log = logging.getLogger("edgepipe")
 LAYER_SAMPLES = 200
@@ -77,9 +77,7 @@ def inspect_model(config: InspectConfig) -> dict[str, Any]:
         return model.with_input_shape(config.input_shape) if config.input_shape else model
 
     model = load()
-    overrides = config.preprocess
-    spec = Preprocess.from_input_shape(model.input_shape, scale=overrides.scale, offset=overrides.offset,
-                                       color_mode=overrides.color_mode, dtype=model.input_dtype)
+    spec = model.preprocess(config.preprocess)
     calib = _checked(load_dataset(config.calib, spec, role="--calib"), model, "--calib")
     data = _checked(load_dataset(config.eval, calib.preprocess, role="--eval"), model, "--eval") if config.eval else None
     # What convert would quantize: the model with its edge rewrites (the float reference is the same).

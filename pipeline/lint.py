@@ -105,12 +105,20 @@ def lint(model: bytes, layers: Iterable[str] = ()) -> list[Finding]:
 
 
 def embedding_rows(model: bytes) -> int | None:
-    """How many rows the smallest embedding table the graph input indexes has (a GATHER of a
-    constant table by the input ids), or None: token ids must be below it."""
+    """How many rows the smallest embedding table the graph input's ids index has (a GATHER of a
+    constant table by the ids, directly or through integer ops such as Keras' negative-id wrap
+    LESS/ADD/SELECT), or None: token ids must be below it."""
     graph = read_graph(bytes(model))
-    rows = [graph.tensors[ins[0]].shape[0] for op, (ins, _) in zip(graph.ops, graph.op_tensors)
-            if op.name == "GATHER" and len(ins) > 1 and ins[1] in graph.inputs[:1] and graph.tensors[ins[0]].constant
-            and graph.tensors[ins[0]].shape]
+    ids = set(graph.inputs[:1])
+    if not ids or not graph.tensors[graph.inputs[0]].dtype.startswith("int"):
+        return None
+    rows = []
+    for op, (ins, outs) in zip(graph.ops, graph.op_tensors):
+        if op.name == "GATHER" and len(ins) > 1 and ins[1] in ids and graph.tensors[ins[0]].constant:
+            rows.append(graph.tensors[ins[0]].shape[0] if graph.tensors[ins[0]].shape else None)
+        elif any(t in ids for t in ins):
+            ids.update(t for t in outs if graph.tensors[t].dtype.startswith(("int", "bool")))
+    rows = [r for r in rows if r]
     return min(rows) if rows else None
 
 

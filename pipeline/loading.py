@@ -20,7 +20,7 @@ import numpy as np
 from . import keras_compat
 from .artifacts import sha256_path
 from .errors import ConversionError, ModelLoadError, UsageError, first_line
-from .vocab import ModelFormat
+from .vocab import ModelFormat, Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,16 @@ class LoadedModel:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], short, axis=0)])
             parts.append(np.asarray(self.predict_batch(chunk))[:len(chunk) - short])
         return np.concatenate(parts).astype(np.float32)
+
+    def preprocess(self, overrides) -> Preprocess:
+        """The preprocessing spec for this model's input with the user's ``overrides`` (scale,
+        offset, colour mode): token ids are taken as they are, and ids into an Embedding are never
+        scaled even where the input stayed float."""
+        ids_as_floats = self.id_limit is not None and not self.input_dtype.startswith(("int", "uint"))
+        scale = 1.0 if overrides.scale is None and ids_as_floats else overrides.scale
+        return Preprocess.from_input_shape(self.input_shape, scale=scale, offset=overrides.offset,
+                                           color_mode=overrides.color_mode, layout=self.data_layout,
+                                           dtype=self.input_dtype)
 
     def describe(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256, "format": str(self.format),
@@ -223,23 +233,42 @@ def wrap_keras(model, path: Path, fmt: ModelFormat, sha256: str | None = None,
         path=path, sha256=sha256 or sha256_path(path), format=fmt, input_shape=shape,
         params=int(model.count_params()), predict_batch=predict_batch,
         make_converter=make_converter, keras_model=model, input_dtype=_dtype_name(model.inputs[0].dtype),
-        id_limit=min((layer.input_dim for layer in input_embeddings(model)), default=None),
-        output_shape=tuple(None if d is None else int(d) for d in model.outputs[0].shape),
+        id_limit=min((layer.input_dim for layer in input_embeddings(model, ids_only=True)), default=None),
+        output_shape=_output_shape(model, sample_shape),
         reshape=lambda fixed: wrap_keras(model, path, fmt, sha256, sample_shape=fixed),
     )
 
 
-def input_embeddings(model) -> list:
-    """The Embedding layers a Keras 3 model's input feeds, if it feeds only Embeddings (and ops on
-    ids, such as positions from ones_like); else an empty list."""
+ID_PRESERVING_OPS = {"Cast", "Reshape", "ExpandDims", "Squeeze"}  # ops whose outputs are the ids themselves
+
+
+def input_embeddings(model, *, ids_only: bool = False) -> list:
+    """The Embedding layers a Keras 3 model's input reaches, directly or through ops (a cast,
+    positions from ones_like), if it reaches no other layer; else an empty list. With
+    ``ids_only``, only those that look up the ids themselves (through casts and reshapes), not
+    values derived from them (positions)."""
     keras = keras_compat.keras3()
     if keras_compat.is_legacy_model(model):
         return []
     graph = getattr(model, "_functional", None) or model  # a Sequential model's graph
-    source = graph.inputs[0]
-    users = [op for op in getattr(graph, "operations", []) if not isinstance(op, keras.layers.InputLayer)
-             and any(t is source for node in op._inbound_nodes for t in node.input_tensors)]
-    layers = [op for op in users if isinstance(op, keras.layers.Layer)]
+    reached, layers, pending = set(), [], [(graph.inputs[0], True)]
+    while pending:
+        tensor, same_ids = pending.pop()
+        for op in getattr(graph, "operations", []):
+            if isinstance(op, keras.layers.InputLayer) or id(op) in reached:
+                continue
+            nodes = [node for node in op._inbound_nodes if any(t is tensor for t in node.input_tensors)]
+            if not nodes:
+                continue
+            reached.add(id(op))
+            if isinstance(op, keras.layers.Layer):
+                if same_ids or not ids_only:
+                    layers.append(op)
+                elif not isinstance(op, keras.layers.Embedding):
+                    return []
+            else:  # an op on the ids: follow its outputs
+                keeps = same_ids and type(op).__name__ in ID_PRESERVING_OPS
+                pending.extend((t, keeps) for node in nodes for t in node.output_tensors)
     return layers if layers and all(isinstance(layer, keras.layers.Embedding) for layer in layers) else []
 
 
@@ -267,6 +296,19 @@ def _with_id_input(model):
         log.info("%s: its float input feeds Embedding layers only, so it takes int32 token ids", model.name)
         return rebuilt
     return model
+
+
+def _output_shape(model, sample_shape: tuple[int, ...] | None) -> tuple[int | None, ...]:
+    """The first output's shape, with open dimensions filled for a fixed input (``--input-shape``)."""
+    shape = tuple(None if d is None else int(d) for d in model.outputs[0].shape)
+    if sample_shape is None or all(d is not None for d in shape[1:]):
+        return shape
+    try:
+        found = model.compute_output_shape((None, *sample_shape))
+    except Exception:  # Keras cannot always say; the open dimensions then stay open
+        return shape
+    found = found[0] if isinstance(found, (list, tuple)) and found and isinstance(found[0], (list, tuple)) else found
+    return tuple(None if d is None else int(d) for d in found)
 
 
 def _dtype_name(dtype) -> str:

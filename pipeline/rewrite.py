@@ -105,9 +105,19 @@ def edge_classes() -> dict[type, tuple[str, type]]:
 
 
 def _rewritable(layer) -> bool:
-    """Stock layers only (a user's subclass may compute something else), not quantized or LoRA."""
-    return type(layer) in edge_classes() and getattr(layer, "quantization_mode", None) is None \
-        and not getattr(layer, "lora_enabled", False)
+    """Stock layers only (a user's subclass may compute something else), not quantized or LoRA;
+    a LayerNormalization only over the last axis (the one gamma and beta broadcast over as is)."""
+    if type(layer) not in edge_classes() or getattr(layer, "quantization_mode", None) is not None \
+            or getattr(layer, "lora_enabled", False):
+        return False
+    if isinstance(layer, keras_compat.keras3().layers.LayerNormalization):
+        try:
+            rank = len(layer.input.shape)
+        except (AttributeError, ValueError):  # a layer called more than once, or not in a graph
+            return False
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        return [a % rank for a in axes] == [rank - 1]
+    return True
 
 
 def rewritable_layers(keras_model) -> list[Any]:

@@ -31,7 +31,7 @@ from .loading import LoadedModel, load_model, refuse_recurrent
 from .ranges import DEFAULT_PERCENTILE
 from .selection import choose_calibration
 from .verify import check_integer_only, compare
-from .vocab import Activations, Calibration, Preprocess, Recipe, Weights
+from .vocab import Activations, Calibration, Recipe, Weights
 
 log = logging.getLogger("edgepipe")
 DIAGNOSIS_SAMPLES = 200
@@ -55,14 +55,7 @@ def load(ctx: Context) -> None:
                          "quantize it with `edgepipe convert` (post-training), or do QAT in PyTorch and export "
                          "the float model.")
     ctx.model = load_float_model(ctx.config)
-    overrides = ctx.config.preprocess
-    # Ids into an Embedding are never scaled, even where the input could not be made int32.
-    scale = 1.0 if overrides.scale is None and ctx.model.id_limit and ctx.model.input_dtype.startswith("float") \
-        else overrides.scale
-    ctx.preprocess = Preprocess.from_input_shape(
-        ctx.model.input_shape, scale=scale, offset=overrides.offset, color_mode=overrides.color_mode,
-        layout=ctx.model.data_layout, dtype=ctx.model.input_dtype,
-    )
+    ctx.preprocess = ctx.model.preprocess(ctx.config.preprocess)
     log.info("model %s: %s, %d parameters, input %s", ctx.model.path.name, ctx.model.format,
              ctx.model.params, list(ctx.model.input_shape))
 

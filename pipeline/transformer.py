@@ -19,7 +19,7 @@ from targets import Capability, get_target
 
 from .context import Context
 from .convert import convert_model
-from .errors import ConversionError
+from .errors import ConversionError, first_line
 from .lint import Finding, lint
 from .loading import LoadedModel
 from .rewrite import (
@@ -70,7 +70,11 @@ def edge_model(model: LoadedModel, reload: Callable[[], LoadedModel], samples: n
         return EdgeModel(model, float_model, findings)
     rewritten = reload()  # a fresh copy: the original stays the float reference
     applied = swap_layers(rewritten.keras_model, only=fixable)
-    difference = output_difference(model.predict(samples), rewritten.predict(samples))
+    try:
+        difference = output_difference(model.predict(samples), rewritten.predict(samples))
+    except Exception as exc:  # TensorFlow raises many types; the rewrite is then not for this model
+        raise ConversionError(f"the edge-friendly rewrite of {', '.join(a['layer'] for a in applied)} does not run on "
+                              f"this model ({first_line(exc)}); convert without it with --no-rewrite.") from exc
     log.info("rewrote %d layers (%s); float outputs differ by at most %.3g (%.3g relative) on %d samples",
              len(applied), ", ".join(sorted({a["rewrite"] for a in applied})), difference["max_abs_difference"],
              difference["max_relative_difference"], len(samples))

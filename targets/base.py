@@ -121,7 +121,7 @@ class TargetResult:
         softmax's do not sum to exactly 1, so this is read from the graph, not guessed)."""
         self.outputs, self.samples = outputs, len(outputs)
         self.accuracy = top1_accuracy(outputs, labels)
-        self.perplexity = perplexity(outputs, labels, probabilities=softmax)
+        self.perplexity = perplexity(outputs, labels, probabilities=True if softmax else None)
 
     def to_dict(self) -> dict[str, Any]:
         out = {

@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 
+from edgecore.errors import TargetError, first_line
 from edgecore.metrics import latency_summary
 from edgecore.model_info import ModelInfo, dequantize, quantize
 from edgecore.progress import progress
@@ -37,7 +38,11 @@ def evaluate_raw(model: bytes, info: ModelInfo, q: np.ndarray, *, kernels: str, 
     batch = max(1, min(batch_size, len(q))) if info.inputs[0].dynamic_batch else 1
     interpreter = make_interpreter(model, kernels=kernels, threads=threads)
     with progress(len(q) if label else 0, label or "", log) as advance:
-        return device_runner.run_batches(interpreter, q, batch, report=advance if label else None), batch
+        try:
+            return device_runner.run_batches(interpreter, q, batch, report=advance if label else None), batch
+        except RuntimeError as exc:  # a kernel refused the data, e.g. an id beyond an embedding table
+            raise TargetError(f"LiteRT could not run the model on these inputs ({first_line(exc)}); check that the "
+                              "data is what the model takes (shape, range, token ids within the vocabulary).") from exc
 
 
 def time_invocations(model: bytes, info: ModelInfo, sample: np.ndarray, *, kernels: str,

@@ -315,3 +315,18 @@ def test_label_shapes_follow_the_model_output(tmp_path):
     assert check_labels(data, (None, None, 10), "--eval") is data  # open length: any T
     with pytest.raises(DataError, match="one label per position"):
         check_labels(data, (None, 5, 10), "--eval")
+
+
+def test_run_checks_ids_against_the_artifact(tmp_path):
+    """The int8 artifact of a host run keeps Keras' id wrap (LESS/ADD/SELECT before the GATHER):
+    the table's rows are still found, and a bad id is a sentence, not a LiteRT traceback."""
+    outcome = _cli("convert", api.sample_path("char_gpt.keras"), "--calib", api.sample_path("lm", "calib.npz"),
+                   "--out", tmp_path / "out", "--runs", "2")
+    assert outcome.exit_code == 0, outcome.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "SELECT" in report["artifact"]["ops"]  # the Embedding was not rewritten: nothing here needed it
+    x = np.load(api.sample_path("lm", "eval.npz"))["x"][:4].astype(np.int64)
+    x[2, 9] = 120
+    np.savez(tmp_path / "bad.npz", x=x)
+    outcome = _cli("run", tmp_path / "out" / "model_int8.tflite", "--target", "host", "--eval", tmp_path / "bad.npz")
+    assert outcome.exit_code != 0 and "sample 2 holds the id 120" in outcome.output and "96 rows" in outcome.output
