@@ -131,7 +131,7 @@ def convert(ctx, as_json, **_):
 @click.option("--activations", type=click.Choice(Activations.choices()), default=str(Activations.ASYMMETRIC),
               show_default=True, help="int8 activation zero points free, or symmetric (0).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
-              help="What a recommendation may lose against float [1 point].")
+              help="What a recommendation may lose against float [1 point; for a language model, % of perplexity].")
 @preprocess_options
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")

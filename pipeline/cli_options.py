@@ -120,7 +120,8 @@ def quantization_options(func):
         click.option("--allow-float-on-mcu", is_flag=True, help="Let float islands run on microcontroller targets."),
         click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
                      help="The ladder: int8, int8 best calibration, float islands, int16x8, float16, float32; the "
-                     "first whose drop on held-out calibration data is within POINTS."),
+                     "first whose drop on held-out calibration data is within POINTS (for a language model, % of "
+                     "float perplexity)."),
         click.option("--diagnose", is_flag=True, help="Add the per-layer SNR table to the report."),
     ]
     for option in reversed(options):
