@@ -24,7 +24,7 @@ from targets import (
 from .artifacts import atomic_write_bytes, check_writable, locked_output
 from .config import ConvertConfig, PreprocessOverrides, QatOptions
 from .context import Context
-from .data import check_ids, check_labels, load_dataset
+from .data import fit_to_model, load_dataset
 from .distribute import prepare as prepare_devices
 from .errors import ConversionError, TargetError, UsageError, first_line, sentence
 from .inspection import InspectConfig
@@ -134,8 +134,7 @@ def _eval_data(eval_path, spec: Preprocess, info, blob: bytes):
     if eval_path is None:
         return None
     data = load_dataset(eval_path, spec, role="--eval")
-    check_ids(data, embedding_rows(blob), "--eval")
-    return check_labels(data, info.outputs[0].shape, "--eval")
+    return fit_to_model(data, info.outputs[0].shape, embedding_rows(blob), "--eval")
 
 
 def run_on_target(model_path: str | Path, target: str, eval_path: str | Path | None = None, *,

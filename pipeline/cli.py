@@ -20,6 +20,7 @@ from .cli_options import (
     resolve_config,
     run_options,
     verbosity,
+    with_options,
 )
 from .config import ConvertConfig, PreprocessOverrides, QatOptions
 from .errors import UsageError
@@ -79,9 +80,7 @@ def _conversion_options(func):
                           "that quantize, checked against the float outputs."),
         INPUT_SHAPE,
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return with_options(func, options)
 
 
 def _config(ctx: click.Context, keys: dict[str, str], defaults: dict | None = None) -> ConvertConfig:

@@ -42,6 +42,13 @@ class TargetChoice(click.Choice):
         pass
 
 
+def with_options(func, options: list):
+    """``func`` decorated with ``options`` in the order listed (the first is the first in --help)."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -84,9 +91,7 @@ def run_options(func):
         click.option("--emulate", is_flag=True,
                      help="ARM targets: run the aarch64 LiteRT under QEMU here (after `make arm-emulator`)."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return with_options(func, options)
 
 
 def preprocess_options(func):
@@ -97,9 +102,7 @@ def preprocess_options(func):
         click.option("--color-mode", type=click.Choice([m.value for m in ColorMode]), default=None,
                      help="How image folders are decoded [default: from the model's channels]."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return with_options(func, options)
 
 
 def quantization_options(func):
@@ -124,9 +127,7 @@ def quantization_options(func):
                      "float perplexity)."),
         click.option("--diagnose", is_flag=True, help="Add the per-layer SNR table to the report."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return with_options(func, options)
 
 
 def _set_log_level(level: int) -> None:

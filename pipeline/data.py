@@ -172,6 +172,13 @@ def check_ids(data: "Dataset", limit: int | None, role: str) -> None:
                     f"has {limit} rows (ids 0 to {limit - 1}); tokenize with the model's own vocabulary.")
 
 
+def fit_to_model(data: "Dataset", output_shape: tuple, id_limit: int | None, role: str) -> "Dataset":
+    """``data`` checked against the model it is for: token ids within its embedding
+    (:func:`check_ids`), labels its classes, in its output's shape (:func:`check_labels`)."""
+    check_ids(data, id_limit, role)
+    return check_labels(data, output_shape, role)
+
+
 def compare_sets(calib: "Dataset", eval_data: "Dataset") -> list[str]:
     """Warnings when the calibration data does not look like the eval data (range, channel means);
     none for token ids, whose values are names, not measurements."""

@@ -17,12 +17,12 @@ from targets import RunOptions, get_target
 from .calibration import CalibrationWork
 from .config import DEFAULT_CALIB_SAMPLES, PreprocessOverrides, _from_dict, _number, _path, _set, parse_shape
 from .convert import convert_model
-from .data import check_ids, check_labels, compare_sets, load_dataset
+from .data import compare_sets, fit_to_model, load_dataset
 from .diagnosis import layer_table
 from .environment import environment
 from .errors import UsageError
 from .formats import formats_table, weight_sqnr
-from .loading import load_model
+from .stages import load_float_model
 from .transformer import check_samples, edge_model
 from .verify import compare
 from .vocab import Recipe
@@ -72,16 +72,13 @@ class InspectConfig:
 
 def inspect_model(config: InspectConfig) -> dict[str, Any]:
     """The inspection report (see the README for its keys)."""
-    def load():
-        model = load_model(config.model, unsafe=config.unsafe)
-        return model.with_input_shape(config.input_shape) if config.input_shape else model
-
-    model = load()
+    model = load_float_model(config)
     spec = model.preprocess(config.preprocess)
-    calib = _checked(load_dataset(config.calib, spec, role="--calib"), model, "--calib")
-    data = _checked(load_dataset(config.eval, calib.preprocess, role="--eval"), model, "--eval") if config.eval else None
+    calib = fit_to_model(load_dataset(config.calib, spec, role="--calib"), model.output_shape, model.id_limit, "--calib")
+    data = fit_to_model(load_dataset(config.eval, calib.preprocess, role="--eval"), model.output_shape, model.id_limit,
+                        "--eval") if config.eval else None
     # What convert would quantize: the model with its edge rewrites (the float reference is the same).
-    edge = edge_model(model, load, check_samples(model, calib), rewrite=config.rewrite)
+    edge = edge_model(model, lambda: load_float_model(config), check_samples(model, calib), rewrite=config.rewrite)
     source, model = model, edge.model
     warnings = [*calib.warnings, *(data.warnings if data else ()), *(compare_sets(calib, data) if data else ())]
     judged = data or calib.head(config.calib_samples)
@@ -108,12 +105,6 @@ def inspect_model(config: InspectConfig) -> dict[str, Any]:
         report["calib_sweep"] = _sweep(model, calib, judged, float_outputs, config.calib_sweep)
     report["environment"] = environment()
     return report
-
-
-def _checked(data, model, role: str):
-    """The data with its labels and token ids checked against the model."""
-    check_ids(data, model.id_limit, role)
-    return check_labels(data, model.output_shape, role)
 
 
 def _sweep(model, calib, judged, float_outputs, sizes: tuple[int, ...]) -> list[dict[str, Any]]:

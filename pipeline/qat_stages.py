@@ -12,7 +12,7 @@ from edgecore.metrics import top1_accuracy
 
 from . import qat
 from .context import Context, QatRecord
-from .data import check_ids, check_labels, load_dataset
+from .data import fit_to_model, load_dataset
 from .errors import UsageError
 from .loading import wrap_keras
 from .stages import make_candidate
@@ -26,8 +26,7 @@ def qat_scan(ctx: Context) -> None:
     and classify every layer."""
     options = ctx.config.qat
     ctx.train = load_dataset(options.train, ctx.preprocess, role="--train")
-    check_ids(ctx.train, ctx.model.id_limit, "--train")
-    ctx.train = check_labels(ctx.train, ctx.model.output_shape, "--train")
+    ctx.train = fit_to_model(ctx.train, ctx.model.output_shape, ctx.model.id_limit, "--train")
     if ctx.train.y is None or ctx.eval.y is None:
         raise UsageError("QAT fine-tunes on labelled data: --train and --eval need labels "
                          "('y' in the .npz, or class folders).")

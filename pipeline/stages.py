@@ -23,7 +23,7 @@ from .candidates import Candidate, CandidateSpec, Evaluation, FloatBaseline, Mad
 from .config import ConvertConfig
 from .context import BASELINE_FILE, CONFIG_FILE, Context
 from .convert import convert_model
-from .data import check_ids, check_labels, compare_sets, load_dataset
+from .data import compare_sets, fit_to_model, load_dataset
 from .diagnosis import layer_table, severity, worst_layer
 from .errors import TargetError, UsageError, sentence
 from .islands import island_nodes
@@ -38,7 +38,8 @@ DIAGNOSIS_SAMPLES = 200
 
 
 def load_float_model(config: ConvertConfig) -> LoadedModel:
-    """The float model of a run, with its open input dimensions fixed by ``--input-shape``."""
+    """The float model of a run (or of an ``InspectConfig``: any config with ``model``, ``unsafe``
+    and ``input_shape``), with its open input dimensions fixed by ``--input-shape``."""
     model = load_model(config.model, unsafe=config.unsafe)
     if config.input_shape:
         return model.with_input_shape(config.input_shape)
@@ -72,8 +73,7 @@ def data(ctx: Context) -> None:
     for role, name in (("--calib", "calib"), ("--eval", "eval")):
         found = getattr(ctx, name)
         if found is not None:
-            check_ids(found, ctx.model.id_limit, role)
-            setattr(ctx, name, check_labels(found, ctx.model.output_shape, role))
+            setattr(ctx, name, fit_to_model(found, ctx.model.output_shape, ctx.model.id_limit, role))
     if ctx.calib is not None and ctx.eval is not None:
         ctx.calib = replace(ctx.calib, warnings=(*ctx.calib.warnings, *compare_sets(ctx.calib, ctx.eval)))
     ctx.preprocess = spec
@@ -145,6 +145,8 @@ def make_candidate(ctx: Context, spec: CandidateSpec, model=None) -> Candidate:
     breadcrumb(f"converting candidate {spec.name} ({made.recipe}{', calibrating' if made.recipe.needs_calibration else ''})")
     if by_quantizer:
         artifact, made, ctx.notes[spec.name] = _int8_by_quantizer(ctx, made)
+    elif made.recipe is Recipe.FLOAT32 and model is None and ctx.float_artifact is not None:
+        artifact = ctx.float_artifact  # the lint already converted ctx.model to float32, the same way
     else:
         artifact = convert_model(source, made.recipe, ctx.calib, float_io=config.float_io,
                                  calib_samples=config.calib_samples, dynamic_batch=config.dynamic_batch)
