@@ -25,7 +25,7 @@ RUN echo 'edgepipe:x:10001:10001:edgepipe:/home/edgepipe:/usr/sbin/nologin' >> /
     && chmod 1777 /home/edgepipe /work
 
 WORKDIR /opt/edgepipe
-# The lock stays at this path: the run report records its sha256 (pipeline/environment.py).
+# The lock stays at this path: the run report records its sha256 (pipeline/core/environment.py).
 COPY requirements.lock ./
 RUN python -m pip install --require-hashes --no-deps -r requirements.lock
 

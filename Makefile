@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgepipe-installed
 
-.PHONY: demo test test-fast bench venv lock system-deps arm-emulator sample reference torch-sample lm-sample calibrate calibrate-arm clean \
+.PHONY: demo test test-quick test-fast bench venv lock system-deps arm-emulator sample reference torch-sample lm-sample calibrate calibrate-arm clean \
 	docker-check docker-clean
 
 venv: $(STAMP)
@@ -32,6 +32,10 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps arm-emulator
 	$(BIN)/python -m pytest -q
+
+# The development tier (under 4 minutes): the fast tier plus at least one test of every room (marked quick).
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m "fast or quick"
 
 # The fast tier: no TensorFlow, committed tiny models and a fake target, in seconds.
 test-fast: $(STAMP)

@@ -11,7 +11,7 @@ import time
 import tomllib
 
 from calibration_data import calibrate_arm
-from targets import emulator
+from targets.arm import emulator
 
 RECOUNT = ("mobilenet_v3_small_1.0_224", "float32")
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from calibration_data.mlperf_tiny import int8_tflite
 from edgecore.model_info import inspect_model
-from targets import tflm
+from targets.mcu import tflm
 
 SAMPLES = 300
 

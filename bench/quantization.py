@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline import api
-from pipeline.config import ConvertConfig
+from pipeline.core.config import ConvertConfig
 from targets import RunOptions
 
 

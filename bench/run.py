@@ -34,16 +34,16 @@ from bench.mcu import tflm_parallel  # noqa: E402
 from bench.quantization import auto_calibration_cost, compare_cost  # noqa: E402
 from edgecore.model_info import inspect_model, quantize  # noqa: E402
 from pipeline import api  # noqa: E402
-from pipeline.convert import convert_model  # noqa: E402
-from pipeline.data import load_dataset  # noqa: E402
-from pipeline.environment import environment  # noqa: E402
-from pipeline.keras_compat import keras3, tensorflow  # noqa: E402
-from pipeline.loading import load_model, wrap_keras  # noqa: E402
-from pipeline.verify import check_integer_only  # noqa: E402
+from pipeline.core.data import load_dataset  # noqa: E402
+from pipeline.core.environment import environment  # noqa: E402
+from pipeline.frontend.keras_compat import keras3, tensorflow  # noqa: E402
+from pipeline.frontend.loading import load_model, wrap_keras  # noqa: E402
+from pipeline.quantize.convert import convert_model  # noqa: E402
+from pipeline.quantize.verify import check_integer_only  # noqa: E402
 from pipeline.vocab import Preprocess, Recipe  # noqa: E402
-from targets import tflm  # noqa: E402
-from targets.litert_runner import evaluate, evaluate_raw  # noqa: E402
-from targets.runtime import make_interpreter  # noqa: E402
+from targets.host.litert_runner import evaluate, evaluate_raw  # noqa: E402
+from targets.host.runtime import make_interpreter  # noqa: E402
+from targets.mcu import tflm  # noqa: E402
 
 REPEATS = int(os.environ.get("EDGEPIPE_BENCH_REPEATS", "5"))
 log = print

@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from edgecore.flatbuffer import read_ops  # noqa: E402
-from targets.arm import ARM_DIR, PRECISIONS, LatencyModel  # noqa: E402
+from targets.arm.target import ARM_DIR, PRECISIONS, LatencyModel  # noqa: E402
 from targets.cost_model import model_work  # noqa: E402
 
 PUBLISHED = Path(__file__).with_name("published_rpi.toml")
@@ -57,7 +57,7 @@ SEED = 2021
 def build(network: str):
     """``mobilenet_v1_1.0_224``-style names (``_notop``: without the classifier) -> a
     keras.applications model with random weights."""
-    from pipeline.keras_compat import keras3
+    from pipeline.frontend.keras_compat import keras3
 
     keras = keras3()
     keras.utils.set_random_seed(SEED)
@@ -74,7 +74,7 @@ def build(network: str):
 
 def tflite(network: str, precision: str) -> bytes:
     """The network as a batch-1 .tflite: float32, or full int8 (int8 input and output)."""
-    from pipeline.keras_compat import keras3, tensorflow
+    from pipeline.frontend.keras_compat import keras3, tensorflow
 
     keras, tf = keras3(), tensorflow()
     model = build(network)
@@ -97,7 +97,7 @@ def tflite(network: str, precision: str) -> bytes:
 
 def count(network: str, precision: str) -> dict:
     """Build, convert and count one network under QEMU (a minute or two at 224x224)."""
-    from targets import emulator
+    from targets.arm import emulator
 
     blob = tflite(network, precision)
     runner, _, counts = emulator.run(blob, None, cpu=QEMU_CPU, threads=1, warmup=0, runs=0, count=2)
@@ -109,7 +109,7 @@ def count(network: str, precision: str) -> dict:
 
 def emulator_litert() -> str | None:
     """The LiteRT version in the emulator's sysroot (None when the emulator is not built)."""
-    from targets import emulator
+    from targets.arm import emulator
 
     found = sorted((emulator.cache_dir() / "sysroot" / emulator.SITE.lstrip("/")).glob("ai_edge_litert-*.dist-info"))
     return found[-1].name.removeprefix("ai_edge_litert-").removesuffix(".dist-info") if found else None

@@ -28,7 +28,7 @@ import numpy as np
 from calibration_data.mlperf_tiny import int8_tflite
 from edgecore.flatbuffer import read_ops
 from targets.cost_model import model_work
-from targets.mcu_profiles import BOARDS_DIR, cycle_table
+from targets.profiles import BOARDS_DIR, cycle_table
 
 OUTPUT = BOARDS_DIR / "cycles_fitted.toml"
 

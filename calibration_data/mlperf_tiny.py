@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.keras_compat import keras3, tensorflow
+from pipeline.frontend.keras_compat import keras3, tensorflow
 
 SEED = 2021
 

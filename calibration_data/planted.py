@@ -43,7 +43,7 @@ def _sample(name: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 def build(folder: str | Path) -> Path:
     """Write the models and data sets described above into ``folder``; return it."""
-    from pipeline.keras_compat import keras3
+    from pipeline.frontend.keras_compat import keras3
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ class Recipe(Choice):
 
 
 class Calibration(Choice):
-    """How activation ranges are chosen from the representative data (see ``pipeline.ranges``)."""
+    """How activation ranges are chosen from the representative data (see ``pipeline.quantize.ranges``)."""
 
     MINMAX = "minmax"
     PERCENTILE = "percentile"

@@ -10,6 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from edgecore.model_info import inspect_model
+from pipeline.core.artifacts import atomic_write_bytes, check_writable, locked_output
+from pipeline.core.config import ConvertConfig, PreprocessOverrides, QatOptions
+from pipeline.core.data import fit_to_model, load_dataset
+from pipeline.frontend.lint import embedding_rows
+from pipeline.report.reports import build_run_report
+from pipeline.run.context import Context
+from pipeline.run.inspection import InspectConfig
+from pipeline.run.plan import plan
+from pipeline.run.stages import run_pipeline
+from pipeline.train.distribute import prepare as prepare_devices
 from targets import (
     Capability,
     RunOptions,
@@ -21,17 +31,7 @@ from targets import (
     require,
 )
 
-from .artifacts import atomic_write_bytes, check_writable, locked_output
-from .config import ConvertConfig, PreprocessOverrides, QatOptions
-from .context import Context
-from .data import fit_to_model, load_dataset
-from .distribute import prepare as prepare_devices
 from .errors import ConversionError, TargetError, UsageError, first_line, sentence
-from .inspection import InspectConfig
-from .lint import embedding_rows
-from .plan import plan
-from .report import build_run_report
-from .stages import run_pipeline
 from .vocab import Preprocess, Recipe
 
 log = logging.getLogger("edgepipe")
@@ -155,10 +155,10 @@ def run_on_fleet(model_path: str | Path, inventory: str | Path, eval_path: str |
                  target: str | None = None, options: RunOptions = RunOptions(),
                  preprocess: PreprocessOverrides = PreprocessOverrides(), parallel: int = 4, timeout: float = 600.0,
                  out: str | Path | None = None) -> dict[str, Any]:
-    """Run a ``.tflite`` on every device of an inventory (see :mod:`pipeline.fleet`); a device that
+    """Run a ``.tflite`` on every device of an inventory (see :mod:`pipeline.run.fleet`); a device that
     fails is a row with its reason. With ``out``, report.json/md/html are written there."""
-    from .fleet import read_inventory, run_fleet
-    from .report import fleet_report, write_reports
+    from pipeline.report.reports import fleet_report, write_reports
+    from pipeline.run.fleet import read_inventory, run_fleet
 
     devices = read_inventory(inventory, target)
     path = Path(model_path)
@@ -183,7 +183,7 @@ def run_on_fleet(model_path: str | Path, inventory: str | Path, eval_path: str |
 
 def deploy(model_path: str | Path, target: str, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Write the C++ deploy bundle for ``target`` (an MCU target) to ``out``; return its manifest."""
-    from . import __version__
+    from pipeline import __version__
 
     chosen = get_target(target)
     require(chosen, Capability.DEPLOY, "a deploy bundle (choose a microcontroller target)")
@@ -211,7 +211,7 @@ def _read_model(model_path: str | Path, target) -> tuple[Path, bytes]:
 
 def inspect(config: InspectConfig) -> dict[str, Any]:
     """Per-layer diagnosis, number formats and calibration sweep of a float model (``edgepipe inspect``)."""
-    from .inspection import inspect_model as run
+    from pipeline.run.inspection import inspect_model as run
 
     if not isinstance(config, InspectConfig):
         raise UsageError(f"inspect() takes an InspectConfig, not {type(config).__name__}.")
@@ -219,8 +219,8 @@ def inspect(config: InspectConfig) -> dict[str, Any]:
 
 
 def rerun(report_path: str | Path, out: str | Path | None = None):
-    """Repeat the conversion a report.json describes; see :mod:`pipeline.rerun`."""
-    from .rerun import rerun as repeat
+    """Repeat the conversion a report.json describes; see :mod:`pipeline.report.rerun`."""
+    from pipeline.report.rerun import rerun as repeat
 
     return repeat(report_path, convert, out)
 
@@ -229,7 +229,7 @@ def rebuild_reports(folder: str | Path, *, html: bool = True) -> list[Path]:
     """report.md (and report.html) in ``folder``, made again from its report.json."""
     import json
 
-    from .report import write_reports
+    from pipeline.report.reports import write_reports
 
     folder = Path(folder)
     try:

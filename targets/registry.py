@@ -24,9 +24,9 @@ _loaded = False
 
 
 def _builtins() -> list[Target]:
-    from .arm import arm_targets
-    from .host import HostTarget
-    from .mcu import mcu_targets
+    from targets.arm.target import arm_targets
+    from targets.host.target import HostTarget
+    from targets.mcu.target import mcu_targets
 
     return [HostTarget(), *arm_targets(), *mcu_targets()]
 

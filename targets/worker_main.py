@@ -8,6 +8,6 @@ A module of its own: ``python -m targets.worker`` would run that module a second
 
 import sys
 
-from targets.worker import main
+from .worker import main
 
 sys.exit(main(sys.argv[1:]))

@@ -18,9 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from pipeline import api  # noqa: E402
-from pipeline.config import ConvertConfig  # noqa: E402
-from pipeline.keras_compat import keras3  # noqa: E402
+from pipeline import api
+from pipeline.core.config import ConvertConfig  # noqa: E402
+from pipeline.frontend.keras_compat import keras3  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

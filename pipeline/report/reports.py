@@ -1,0 +1,96 @@
+"""report.json, schema 2, and its companions: an artifact described, the report of `run` and of a fleet, and
+report.json/md/html written atomically. A conversion's report is assembled from its run in
+:mod:`pipeline.run.conversion_report`."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from edgecore.model_info import ModelInfo
+from pipeline.core.artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes
+from pipeline.core.environment import environment
+
+SCHEMA = 2
+
+
+def io_summary(info: ModelInfo) -> dict[str, Any]:
+    return {"input": info.inputs[0].to_dict(), "output": info.outputs[0].to_dict()}
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def describe_artifact(path, blob: bytes, info: ModelInfo) -> dict[str, Any]:
+    """Where an artifact is, its hash and size, its I/O quantization, its ops, and which of them
+    compute in float (``float_ops``: empty for a full-int8 model)."""
+    return {"path": str(path), "sha256": sha256_bytes(blob), "bytes": len(blob), **io_summary(info),
+            "ops": info.op_counts, "float_ops": info.float_ops()}
+
+
+def build_run_report(path, blob: bytes, info: ModelInfo, eval_data, preprocess, target: str,
+                     result) -> dict[str, Any]:
+    """The report of ``edgepipe run``: one artifact (one candidate) on one target."""
+    artifact = describe_artifact(path, blob, info)
+    name = getattr(path, "stem", str(path))
+    return {
+        "schema": SCHEMA,
+        "created": utc_now(),
+        "candidates": [{"name": name, "made": None,
+                        "artifact": {key: artifact[key] for key in ("path", "sha256", "bytes")},
+                        "accuracy": result.accuracy, "targets": {target: result.to_dict()}}],
+        "chosen": name,
+        "artifact": artifact,
+        "model": {"macs": info.macs},
+        "preprocess": preprocess.to_dict(),
+        "data": {"eval": eval_data.describe() if eval_data else None},
+        "targets": {target: result.to_dict()},
+        "environment": environment(),
+    }
+
+
+def fleet_report(path, blob: bytes, info: ModelInfo, eval_data, preprocess, fleet: dict[str, Any]) -> dict[str, Any]:
+    """The report of ``edgepipe run --hosts``: one artifact on every device of a fleet."""
+    return {
+        "schema": SCHEMA,
+        "created": utc_now(),
+        "artifact": describe_artifact(path, blob, info),
+        "model": {"macs": info.macs},
+        "preprocess": preprocess.to_dict(),
+        "data": {"eval": eval_data.describe() if eval_data else None},
+        "targets": {},
+        "fleet": fleet,
+        "environment": environment(),
+    }
+
+
+def write_reports(out, report: dict[str, Any], *, html: bool = True) -> list[str]:
+    """report.json, report.md and report.html in ``out``, each written atomically; their names."""
+    from .html import render_html
+    from .markdown import render_markdown
+
+    atomic_write_bytes(out / "report.md", render_markdown(report).encode())
+    names = ["report.md"]
+    if html:
+        atomic_write_bytes(out / "report.html", render_html(report).encode())
+        names.append("report.html")
+    atomic_write_json(out / "report.json", report)
+    return [*names, "report.json"]
+
+
+def config_toml(settings: dict[str, Any]) -> str:
+    """The configuration as TOML (TOML has no null: unset keys are left out, meaning the default)."""
+    import tomli_w
+
+    def drop_none(value):
+        if isinstance(value, dict):
+            return {k: drop_none(v) for k, v in value.items() if v is not None}
+        return value
+
+    return ("# The resolved configuration of this run: `edgepipe convert -c edgepipe.toml` repeats it;\n"
+            "# options given on the command line override it.\n" + tomli_w.dumps(drop_none(settings)))
+
+
+__all__ = ["SCHEMA", "build_run_report", "config_toml", "describe_artifact", "fleet_report", "io_summary", "utc_now",
+           "write_reports"]
