@@ -27,8 +27,9 @@ def _builtins() -> list[Target]:
     from targets.arm.target import arm_targets
     from targets.host.target import HostTarget
     from targets.mcu.target import mcu_targets
+    from targets.npu.target import npu_targets
 
-    return [HostTarget(), *arm_targets(), *mcu_targets()]
+    return [HostTarget(), *arm_targets(), *mcu_targets(), *npu_targets()]
 
 
 def _plugins() -> list[Target]:

@@ -18,7 +18,7 @@ _ROOMS = sorted(str(d) for d in _HERE.iterdir() if d.is_dir() and any(d.glob("te
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(_HERE.parent), str(_HERE), *_ROOMS,
                                                         os.environ.get("PYTHONPATH")) if p)
 
-from pipeline import api
+from pipeline import api  # noqa: E402
 from pipeline.frontend.keras_compat import keras3, legacy_keras  # noqa: E402
 
 SEED = 1234

@@ -297,6 +297,10 @@ def inspect(model, calib, eval_, calib_samples, calib_sweep, no_formats, input_s
     click.echo(json.dumps(report, indent=2) if as_json else render_inspection(report))
 
 
+def _kib(kib: float) -> str:
+    return f"{kib / 1024**2:g} GiB" if kib >= 1024**2 else f"{kib:g} KiB"
+
+
 @main.command(name="targets")
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def list_targets(as_json):
@@ -309,8 +313,8 @@ def list_targets(as_json):
     click.echo(f"{'name':<{width}}  {'clock':>8}  {'SRAM':>9}  {'flash':>9}  description")
     for row in rows:
         clock = f"{row['clock_mhz']:g} MHz" if "clock_mhz" in row else "-"
-        sram = f"{row['sram_kib']:g} KiB" if "sram_kib" in row else "-"
-        flash = f"{row['flash_kib']:g} KiB" if "flash_kib" in row else "-"
+        sram = _kib(row["sram_kib"]) if "sram_kib" in row else "-"
+        flash = _kib(row["flash_kib"]) if "flash_kib" in row else "-"
         click.echo(f"{row['name']:<{width}}  {clock:>8}  {sram:>9}  {flash:>9}  {row['description']}")
 
 
@@ -329,7 +333,8 @@ def deploy(model, target, out, overwrite, as_json):
         return
     click.echo(f"{out}/: model_data.h, model_data.cc, model_ops.h, deploy.json")
     click.echo(f"model {manifest['model_bytes']} bytes, tensor arena {manifest['tensor_arena_bytes']} bytes "
-               f"(measured {manifest['arena_measured_bytes']}), ops: {', '.join(manifest['ops'])}; "
+               f"({'estimated' if manifest.get('arena_estimated') else 'measured'} {manifest['arena_measured_bytes']}), "
+               f"ops: {', '.join(manifest['ops'])}; "
                f"fits {target}: {'yes' if manifest['fits'] else 'no'}")
 
 

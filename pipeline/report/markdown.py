@@ -55,7 +55,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += [f"Output error vs float: RMSE {err['rmse']:.4g}, SNR {err['snr_db']} dB, "
                       f"cosine {err['cosine']:.4f}. Size ratio {q['size_ratio']:.3f}.", ""]
     lines += _comparison(report) + _quantization_notes(report) + _fleet(report)
-    lines += _cpu_table(report["targets"]) + _mcu_table(report["targets"])
+    lines += _cpu_table(report["targets"]) + _mcu_table(report["targets"]) + _npu_table(report["targets"])
     io = artifact["input"], artifact["output"]
     lines += [f"Input {io[0]['dtype']} {io[0]['shape']} scale {io[0]['scale']:.6g} zero point {io[0]['zero_point']}; "
               f"output {io[1]['dtype']} scale {io[1]['scale']:.6g} zero point {io[1]['zero_point']}.",
@@ -283,7 +283,7 @@ def _cpu_table(targets: dict[str, Any]) -> list[str]:
 
 
 def _mcu_table(targets: dict[str, Any]) -> list[str]:
-    rows = {name: r for name, r in targets.items() if "fits" in r and "problem" not in r}
+    rows = {name: r for name, r in targets.items() if "fits" in r and "problem" not in r and "npu_ops" not in r}
     if not rows:
         return []
     lines = ["| MCU target (TFLM) | accuracy | max diff vs reference | arena | RAM | flash | fits | est. latency ms | "
@@ -306,4 +306,28 @@ def _mcu_table(targets: dict[str, Any]) -> list[str]:
               "energy = estimated latency x board power). Arena is the smallest in which TFLM allocated and invoked "
               "the model, verified at that size; RAM adds the device margin and runtime; flash adds interpreter and "
               "kernel code estimates.", ""]
+    return lines
+
+
+def _npu_table(targets: dict[str, Any]) -> list[str]:
+    rows = {name: r for name, r in targets.items() if "npu_ops" in r and "problem" not in r}
+    if not rows:
+        return []
+    lines = ["| NPU target (Vela) | accuracy (TFLM) | ops on the NPU | NPU SRAM | RAM | flash | fits | est. latency ms "
+             "(NPU + CPU) | est. energy mJ |", "|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for name, r in rows.items():
+        split = r["latency_split_ms"]
+        lines.append(f"| {name} | {_pct(r['accuracy'])} | {r['npu_ops']} of {r['total_ops']} | "
+                     f"{_kib(r['npu_sram_bytes'])} | {_kib(r['ram_bytes'])} | {_kib(r['flash_bytes'])} | "
+                     f"{'yes' if r['fits'] else '**no**'} | {r['estimated_latency_ms']:.3f} ({split['npu']:.3f} + "
+                     f"{split['cpu_fallback']:.3f}) | {r['energy_mj']['value']:.4f} |")
+        notes += [f"{name} does not fit: {reason}." for reason in r.get("fit_reasons", [])]
+        notes += [f"{name}: {op['op']} runs on the CPU: {op['reason']}." for op in r.get("cpu_ops", [])]
+        if r.get("tflm_error"):
+            notes.append(f"{name}: TFLM could not run the pre-Vela model ({r['tflm_error']}); no accuracy.")
+    first = next(iter(rows.values()))
+    lines += ["", *notes, *([""] if notes else []),
+              f"NPU figures are Vela compiler estimates, not measurements ({first['method']}). CPU fallback ops are "
+              "priced by the board CPU's cycle model. " + first["numerics"][0].upper() + first["numerics"][1:] + ".", ""]
     return lines

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import textwrap
 
 from edgecore.flatbuffer import read_ops
 from edgecore.model_info import ModelInfo
@@ -24,6 +25,7 @@ _ADD_EXCEPTIONS = {
     "CUSTOM:TFLite_Detection_PostProcess": "AddDetectionPostprocess",
     "CUSTOM:CIRCULAR_BUFFER": "AddCircularBuffer",
     "CUSTOM:ETHOSU": "AddEthosU",
+    "CUSTOM:ethos-u": "AddEthosU",  # the op Vela writes for each NPU subgraph
 }
 
 
@@ -39,14 +41,23 @@ def _c_array(blob: bytes, per_line: int = 12) -> str:
     return ",\n    ".join(rows)
 
 
+def _comment(text: str, width: int = 100) -> str:
+    """``text`` as ``//`` lines of at most ``width`` characters."""
+    return "\n".join("// " + line for line in textwrap.wrap(text, width - 3))
+
+
 def _float(value: float) -> str:
     return f"{value:.9g}f" if "." in f"{value:.9g}" or "e" in f"{value:.9g}" else f"{value:.1f}f"
 
 
+VERIFIED_ARENA = "the smallest arena in which TFLM allocated and invoked this model (verified at exactly that size)"
+
+
 def build_bundle(model: bytes, info: ModelInfo, *, target: str, arena_bytes: int, arena_measured: int,
-                 tool_version: str, facts: dict | None = None) -> DeployBundle:
+                 tool_version: str, facts: dict | None = None, arena_note: str = VERIFIED_ARENA) -> DeployBundle:
     """The bundle for ``model`` with ``kTensorArenaSize = arena_bytes``; ``facts`` (fit verdict,
-    RAM, flash) go into the manifest and ``deploy.json``."""
+    RAM, flash) go into the manifest and ``deploy.json``; ``arena_note`` says where ``arena_measured``
+    comes from."""
     ops = list(dict.fromkeys(use.name for use in read_ops(model)))
     digest = hashlib.sha256(model).hexdigest()
     source, result = info.inputs[0], info.outputs[0]
@@ -64,9 +75,7 @@ namespace edgepipe_model {{
 extern const unsigned char kModelData[];
 constexpr std::size_t kModelSize = {len(model)};
 
-// Tensor arena: {arena_measured} bytes, the smallest arena in which TFLM allocated and invoked
-// this model (verified at exactly that size), plus {arena_bytes - arena_measured} bytes of margin
-// for the device build (CMSIS-NN scratch buffers, 32-bit structs, alignment).
+{_comment(f"Tensor arena: {arena_measured} bytes, {arena_note}, plus {arena_bytes - arena_measured} bytes of margin for the device build (CMSIS-NN scratch buffers, 32-bit structs, alignment).")}
 constexpr std::size_t kTensorArenaSize = {arena_bytes};
 
 // Input {source.dtype} [{shape}]: q = round(x / kInputScale) + kInputZeroPoint.
@@ -121,6 +130,7 @@ inline TfLiteStatus RegisterOps(OpResolver& resolver) {{
     manifest = {
         "target": target, "model_sha256": digest, "model_bytes": len(model),
         "tensor_arena_bytes": arena_bytes, "arena_measured_bytes": arena_measured,
+        **({"arena_estimated": True, "arena_method": arena_note} if arena_note != VERIFIED_ARENA else {}),
         "ops": ops, "resolver_methods": [add_method(op) for op in ops],
         "input": source.to_dict(), "output": result.to_dict(),
         "files": ["model_data.h", "model_data.cc", "model_ops.h", "deploy.json"],
