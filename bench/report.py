@@ -141,8 +141,13 @@ def write_markdown(results: dict, path: Path) -> None:
               f"{_r(tm['tflm_over_litert_reference'])}; TFLM / LiteRT with XNNPACK {_r(tm['tflm_over_litert_xnnpack'])}. "
               "Per inference: " + ", ".join(f"{k} {v:.1f} µs" for k, v in tm["per_inference_us"].items()) + ".", "",
               *_arm_section(results.get("arm_latency")),
-              f"The whole run took {results['wall_seconds']:.0f} s."]
+              f"The whole run took {results['wall_seconds']:.0f} s.", *_static_sections(path.parent)]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _static_sections(root: Path) -> list[str]:
+    """Sections written by their own scripts (bench/npu_anchors.py), kept when BENCHMARKS.md is rewritten."""
+    return [line for part in sorted((root / "bench").glob("*.md")) for line in ["", *part.read_text().splitlines()]]
 
 
 if __name__ == "__main__":

@@ -186,7 +186,7 @@ def deploy(model_path: str | Path, target: str, out: str | Path, *, overwrite: b
     from pipeline import __version__
 
     chosen = get_target(target)
-    require(chosen, Capability.DEPLOY, "a deploy bundle (choose a microcontroller target)")
+    require(chosen, Capability.DEPLOY, "a deploy bundle (choose a microcontroller or NPU target)")
     path, blob = _read_model(model_path, chosen)
     out = Path(out)
     bundle = chosen.deploy(blob, tool_version=__version__)

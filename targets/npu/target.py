@@ -35,6 +35,10 @@ NUMERICS = ("accuracy is TFLM running the pre-Vela int8 model on this machine; t
 # 1.25 pJ per byte (as boards/energy.toml); LPDDR about 2.6 nJ per 64-bit access, 325 pJ per byte. Flash
 # and MRAM reads have no figure there and are counted at the SRAM rate.
 ENERGY_PJ = {"int8_mac": 0.23, "sram_byte": 1.25, "dram_byte": 325.0}
+ANCHORS = {"estimate_over_measured": [0.11, 1.17], "method": (
+    "Vela's estimate against three published measurements of whole inferences on Ethos-U boards (MobileNetV2 on a "
+    "Cortex-M55 + U55 board, SSD-MobileNetV2 on an i.MX 93): 0.11x to 1.17x; Vela sees the NPU's share, not "
+    "driver set-up, input copies or CPU post-processing (BENCHMARKS.md, bench/npu_anchors.py)")}
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,7 @@ class NpuTarget(Target):
             "estimated_cycles_split": {"npu": summary["cycles_total"], "npu_clock_hz": profile.npu_clock_hz,
                                        "cpu_fallback": round(cpu_cycles), "cpu_clock_hz": profile.clock_hz},
             "estimated_latency_ms": round(latency_ms, 4),
+            "latency_uncertainty": ANCHORS,
             "latency_split_ms": {"npu": round(npu_ms, 4), "cpu_fallback": round(cpu_ms, 4)},
             "latency_method": (summary["method"] + f"; {len(fallback)} CPU fallback ops priced by the "
                                f"{profile.core} cycle model ({cycle_method}); NPU and CPU parts run one after "
