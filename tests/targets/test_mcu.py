@@ -232,7 +232,7 @@ def test_deploy_refuses_the_host_target(demo_model, tmp_path):
     path.write_bytes(blob)
     outcome = CliRunner().invoke(main, ["deploy", str(path), "--target", "host", "--out", str(tmp_path / "b")])
     assert outcome.exit_code == 2
-    assert "choose a microcontroller target" in outcome.stderr
+    assert "choose a microcontroller or NPU target" in outcome.stderr
     assert not (tmp_path / "b").exists()
 
 
