@@ -64,6 +64,7 @@ def build(folder: str | Path) -> Path:
     np.savez(folder / "calib.npz", x=calib[:300])
     np.savez(folder / "calib500.npz", x=calib)
     np.savez(folder / "eval.npz", x=eval_x, y=eval_y)
+    np.savez(folder / "holdout.npz", x=x[:2000])  # enough held-out samples to certify a 1-point budget
     return folder
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+CONFIDENCE = 0.95  # every certificate edgepipe gives is a one-sided 95% bound
+BOOTSTRAP_RESAMPLES = 2000
 PROBABILITY_FLOOR = 1e-6  # a probability read as 0 (an int8 softmax step) counts as this in perplexity
 
 
@@ -39,11 +43,12 @@ def are_probabilities(outputs: np.ndarray) -> bool:
     return bool(outputs.min() >= 0.0 and outputs.max() <= 1.0 and np.allclose(sums, 1.0, atol=0.02))
 
 
-def perplexity(outputs: np.ndarray, labels: np.ndarray | None, *, probabilities: bool | None = None) -> float | None:
-    """exp(mean negative log-likelihood of the labelled token) over every position, for N x T x V
-    scores with N x T labels; None otherwise. Scores are logits unless they look like (or
-    ``probabilities`` says they are) a softmax's output; a probability of 0, which an int8 softmax
-    gives below half a step, counts as ``PROBABILITY_FLOOR``."""
+def token_log_likelihoods(outputs: np.ndarray, labels: np.ndarray | None, *,
+                          probabilities: bool | None = None) -> np.ndarray | None:
+    """The log-likelihood of each labelled token, N x T, for N x T x V scores with N x T labels; None
+    otherwise. Scores are logits unless they look like (or ``probabilities`` says they are) a softmax's
+    output; a probability of 0, which an int8 softmax gives below half a step, counts as
+    ``PROBABILITY_FLOOR`` (1e-6: a floored token adds 13.8 nats)."""
     if labels is None or not is_sequence(outputs) or labels.shape != outputs.shape[:-1]:
         return None
     if labels.size and (labels.min() < 0 or labels.max() >= outputs.shape[-1]):
@@ -52,11 +57,58 @@ def perplexity(outputs: np.ndarray, labels: np.ndarray | None, *, probabilities:
     picked = np.take_along_axis(scores, labels[..., None].astype(np.int64), axis=-1)[..., 0]
     if probabilities if probabilities is not None else are_probabilities(outputs):
         total = np.maximum(scores.sum(axis=-1), 1e-12)
-        log_likelihood = np.log(np.maximum(picked / total, PROBABILITY_FLOOR))
-    else:
-        top = scores.max(axis=-1)
-        log_likelihood = picked - top - np.log(np.exp(scores - top[..., None]).sum(axis=-1))
-    return float(np.exp(-log_likelihood.mean()))
+        return np.log(np.maximum(picked / total, PROBABILITY_FLOOR))
+    top = scores.max(axis=-1)
+    return picked - top - np.log(np.exp(scores - top[..., None]).sum(axis=-1))
+
+
+def perplexity(outputs: np.ndarray, labels: np.ndarray | None, *, probabilities: bool | None = None) -> float | None:
+    """exp(mean negative log-likelihood of the labelled token) over every position (see
+    :func:`token_log_likelihoods`, which says how a zero probability is counted); None when the
+    outputs are not N x T x V scores with N x T labels."""
+    log_likelihood = token_log_likelihoods(outputs, labels, probabilities=probabilities)
+    return None if log_likelihood is None else float(np.exp(-log_likelihood.mean()))
+
+
+def binomial_upper(k: int, n: int, confidence: float = CONFIDENCE) -> float:
+    """The one-sided Clopper-Pearson upper bound on a proportion seen ``k`` times in ``n``: the p at
+    which k or fewer in n has probability 1 - confidence. Never 0: at k = 0 it is 1 - (1-c)^(1/n)."""
+    if n <= 0 or k >= n:
+        return 1.0
+    alpha = 1.0 - confidence
+    if k == 0:
+        return 1.0 - alpha ** (1.0 / n)
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(k + 1)]
+
+    def cdf(p: float) -> float:
+        return sum(math.exp(t + i * math.log(p) + (n - i) * math.log1p(-p)) for i, t in enumerate(terms))
+
+    low, high = k / n, 1.0
+    for _ in range(60):  # cdf falls as p rises: bisect to about 1e-18
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) > alpha else (low, middle)
+    return high
+
+
+def samples_to_certify(budget: float, confidence: float = CONFIDENCE) -> int:
+    """How many held-out samples, with no error among them, bound a proportion below ``budget``
+    (a share, 0.01 for one point): the smallest n with binomial_upper(0, n) <= budget."""
+    if budget <= 0:
+        return math.inf
+    if budget >= 1:
+        return 1
+    return math.ceil(math.log(1.0 - confidence) / math.log1p(-budget))
+
+
+def bootstrap_upper(statistic, *columns: np.ndarray, confidence: float = CONFIDENCE,
+                    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> float:
+    """The one-sided percentile-bootstrap upper bound of ``statistic(*columns)``, resampling rows
+    (samples) with a fixed seed so that the same data give the same bound."""
+    rows = len(columns[0])
+    rng = np.random.default_rng(seed)
+    values = [statistic(*(column[picks] for column in columns))
+              for picks in (rng.integers(0, rows, rows) for _ in range(resamples))]
+    return float(np.quantile(values, confidence))
 
 
 def output_error(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:

@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Worker processes (targets.worker) unpickle functions by module: let them import the test modules
 # (pytest imports each by its bare name from its room's folder) and the helpers beside this file.
-# The project comes first, so that tests/targets (a plain folder) never shadows the targets package.
+# The project comes first, so that no folder of tests/ can shadow a package of the project.
 _HERE = Path(__file__).resolve().parent
 _ROOMS = sorted(str(d) for d in _HERE.iterdir() if d.is_dir() and any(d.glob("test_*.py")))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(_HERE.parent), str(_HERE), *_ROOMS,

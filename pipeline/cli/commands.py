@@ -44,7 +44,7 @@ def main() -> None:
 
 
 # click parameter -> ConvertConfig key, for the settings both convert and compare take.
-SHARED_KEYS = {"model": "model", "calib": "calib", "eval_": "eval", "out": "out", "float_io": "float_io",
+SHARED_KEYS = {"model": "model", "calib": "calib", "eval_": "eval", "holdout": "holdout", "out": "out", "float_io": "float_io",
                "dynamic_batch": "dynamic_batch", "calib_samples": "calib_samples", "unsafe": "unsafe",
                "overwrite": "overwrite", "percentile": "percentile", "weights": "weights", "activations": "activations",
                "max_accuracy_drop": "max_accuracy_drop", "scale": "preprocess.scale", "offset": "preprocess.offset",
@@ -66,6 +66,9 @@ def _conversion_options(func):
         click.option("--calib", type=click.Path(path_type=Path), help="Representative data: image folder or .npz with x."),
         click.option("--eval", "eval_", type=click.Path(path_type=Path),
                      help="Evaluation data: image folder or .npz with x (and y)."),
+        click.option("--holdout", type=click.Path(path_type=Path),
+                     help="Held-out data to choose on (auto calibration, the ladder, recommendations) instead of the "
+                          "last fifth of --calib; more samples give tighter bounds. Never --eval."),
         click.option("--out", type=click.Path(path_type=Path), default=Path("edgepipe-out"), show_default=True,
                      help="Folder for the .tflite files and report.json/report.md/report.html."),
         click.option("--float-io", is_flag=True, help="Keep float32 input/output (quantize/dequantize inside the model)."),

@@ -143,6 +143,7 @@ class ConvertConfig:
     model: Path
     calib: Path | None = None
     eval: Path | None = None
+    holdout: Path | None = None  # held-out data to choose on; default: the last fifth of calib
     recipe: Recipe = Recipe.INT8
     out: Path = Path("edgepipe-out")
     targets: tuple[str, ...] = ("host",)
@@ -169,7 +170,7 @@ class ConvertConfig:
 
     def __post_init__(self) -> None:
         _set(self, "model", _path(self.model, "model", optional=False))
-        for name in ("calib", "eval"):
+        for name in ("calib", "eval", "holdout"):
             _set(self, name, _path(getattr(self, name), name, optional=True))
         _set(self, "out", _path(self.out, "out", optional=False))
         _set(self, "recipe", Recipe.parse(self.recipe, "recipe"))
@@ -205,6 +206,9 @@ class ConvertConfig:
 
     def _check_quantization(self) -> None:
         _set(self, "calibration", Calibration.parse(self.calibration, "calibration"))
+        if self.holdout is not None and not (Calibration.AUTO in (self.calibration, *self.calibrations)
+                                             or self.max_accuracy_drop is not None):
+            raise UsageError("--holdout is data to choose on; it needs --calibration auto or --max-accuracy-drop.")
         _set(self, "weights", Weights.parse(self.weights, "weights"))
         _set(self, "activations", Activations.parse(self.activations, "activations"))
         _flags(self, "allow_float_on_mcu", "diagnose")
@@ -269,7 +273,7 @@ class ConvertConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values; :meth:`from_dict` reads them back into an equal config."""
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("model", "calib", "eval", "out"):
+        for key in ("model", "calib", "eval", "holdout", "out"):
             out[key] = None if out[key] is None else str(out[key])
         out["recipe"] = str(self.recipe)
         out["targets"] = list(self.targets)

@@ -155,9 +155,14 @@ def _quantization_notes(report: dict[str, Any]) -> list[str]:
                   f"{islands.get('host_latency_cost_ms', 0):+.3f} ms on the host against full int8).", ""]
     ladder = report.get("ladder")
     if ladder:
-        lines += [f"Ladder (budget {ladder['budget']:g} points, judged on {ladder['held_out_samples']} held-out "
-                  "calibration samples; met: drop + 1 standard error within the budget):", "",
-                  "| rung | drop | + 1 s.e. | measure | size | met |", "|---|---|---|---|---|---|"]
+        power = ladder.get("power") or {}
+        lines += [f"Ladder (budget {ladder['budget']:g}, judged on {ladder['held_out_samples']} held-out "
+                  "calibration samples; met: the one-sided 95% upper bound on the drop is within the budget):", ""]
+        if power.get("certifiable") is False:
+            lines += [f"The held-out set cannot certify this budget: with nothing lost the 95% bound is still "
+                      f"{power['best_possible_bound']:.2f} points; it takes {power['samples_needed']} samples "
+                      "(a larger --calib, or --holdout DATA).", ""]
+        lines += ["| rung | drop | 95% bound | measure | size | met |", "|---|---|---|---|---|---|"]
         for rung in ladder["tried"]:
             if "skipped" in rung:
                 lines.append(f"| {rung['candidate']} | skipped: {rung['skipped']} | | | | |")
@@ -165,7 +170,8 @@ def _quantization_notes(report: dict[str, Any]) -> list[str]:
                 lines.append(f"| {rung['candidate']} | {rung['drop']:.2f} | {rung['drop_upper']:.2f} | {rung['measure']} | "
                              f"{_kib(rung['bytes'])} | "
                              f"{'**yes**' if rung['met'] else 'no'} |")
-        lines += ["", f"Chosen: **{ladder['chosen']}**" + ("" if ladder["met"] else " (no rung met the budget: the closest)"), ""]
+        lines += ["", f"Chosen: **{ladder['chosen']}**" + ("" if ladder["met"] else
+                  " (**not certified**: no rung's 95% bound is within the budget; the closest)"), ""]
     diagnosis = report.get("diagnosis")
     if diagnosis:
         lines += _layer_lines(diagnosis["layers"][:8], f"Per-layer SNR ({diagnosis['samples']} samples), worst first:")

@@ -103,6 +103,7 @@ class Context:
     preprocess: Preprocess | None = None
     calib: Dataset | None = None
     eval: Dataset | None = None
+    holdout: Dataset | None = None  # --holdout: chosen on instead of the last fifth of calib
     train: Dataset | None = None
     baseline: FloatBaseline | None = None
     float_outputs: np.ndarray | None = None

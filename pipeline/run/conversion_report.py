@@ -67,6 +67,7 @@ def build_conversion_report(ctx: Context) -> dict[str, Any]:
         "data": {
             "calib": ctx.calib.describe() if ctx.calib else None,
             "eval": ctx.eval.describe() if ctx.eval else None,
+            **({"holdout": ctx.holdout.describe()} if ctx.holdout else {}),
         },
         "artifact": describe_artifact(config.out / chosen.filename, chosen.artifact, chosen.info),
         "float": {

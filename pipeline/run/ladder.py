@@ -1,7 +1,9 @@
 """The accuracy-budget ladder: try cheaper models first, stop at the first within the budget.
 
-A rung meets the budget when its drop on the held-out data plus one standard error is within it
-(see :class:`pipeline.quantize.selection.Score`), so a lucky draw of few samples does not pick it.
+A rung meets the budget when a one-sided 95% upper confidence bound on its drop on the held-out data
+is within it (Clopper-Pearson on the paired flips for accuracy and agreement, a bootstrap for perplexity
+and relative error; see :func:`pipeline.quantize.selection.drop_bound`), so a lucky draw of few samples
+does not pick it. A held-out set too small to certify the budget is said before the search.
 
 int8 with the default calibration, int8 with the best calibration, int8 with float islands (only
 where every requested target allows float ops), int16x8, float16, float32. Each rung is judged by
@@ -14,8 +16,9 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from edgecore.metrics import are_probabilities, binomial_upper, samples_to_certify
 from pipeline.core.candidates import CandidateSpec, Made
-from pipeline.quantize.selection import score
+from pipeline.quantize.selection import measure_of, score
 from pipeline.vocab import Calibration, Recipe
 from targets import Capability, get_target
 
@@ -53,10 +56,33 @@ def _target_refusal(ctx: Context, artifact: bytes) -> str | None:
     return None
 
 
+def certifiable(work, budget: float) -> dict:
+    """Whether the held-out set can certify ``budget`` at all, said before the search: with accuracy or
+    agreement, even a rung with no flip is bounded at 1 - 0.05^(1/n), about 300/n points."""
+    softmax = are_probabilities(work.select_float)  # a softmax head gives probabilities
+    measure = measure_of(work.select_float, work.select.y, softmax_head=softmax)
+    samples = work.select.samples
+    if measure not in ("accuracy", "agreement"):
+        return {"measure": measure, "samples": samples, "certifiable": None,
+                "note": "a bootstrap bound; whether it can meet the budget shows only once a rung is measured"}
+    needed = samples_to_certify(budget / 100)
+    floor = 100 * binomial_upper(0, samples)
+    return {"measure": measure, "samples": samples, "certifiable": samples >= needed, "samples_needed": needed,
+            "best_possible_bound": round(floor, 4)}
+
+
 def ladder(ctx: Context) -> None:
-    """Make rungs in order until one's drop on the held-out data is within the budget."""
+    """Make rungs in order until one's drop on the held-out data is, with 95% confidence, within the
+    budget; without one, the rung with the smallest bound, marked not certified."""
     budget, work = ctx.config.max_accuracy_drop, ctx.calibration
     tried, chosen = [], None
+    power = certifiable(work, budget)
+    if power["certifiable"] is False:
+        log.warning("ladder: %d held-out samples cannot certify a %.2f-point budget: even with no %s lost the "
+                    "95%% bound is %.2f points; it takes %d samples (a larger --calib, or --holdout DATA). "
+                    "The closest rung is still chosen, marked not certified.", power["samples"], budget,
+                    "sample" if power["measure"] == "accuracy" else "top-1 match", power["best_possible_bound"],
+                    power["samples_needed"])
     for spec in RUNGS:
         reason = _float_refusal(ctx, spec)
         if reason:
@@ -79,19 +105,21 @@ def ladder(ctx: Context) -> None:
         met = found.drop_upper <= budget + 1e-9
         tried.append({"candidate": spec.name, "made": made.to_dict(), "bytes": len(candidate.artifact),
                       **found.to_dict(), "met": met})
-        log.info("ladder: %s %s drop %.2f points (+1 s.e. %.2f; budget %.2f): %s", spec.name, found.measure,
+        log.info("ladder: %s %s drop %.2f (95%% bound %.2f; budget %.2f): %s", spec.name, found.measure,
                  found.drop, found.drop_upper, budget, "met" if met else "not met")
         if met:
             chosen = spec.name
             break
     measured = [row for row in tried if "drop" in row]
     if chosen is None and measured:
-        chosen = min(measured, key=lambda row: row["drop"])["candidate"]
-        log.warning("ladder: no rung met the %.2f-point budget; choosing %s, the closest", budget, chosen)
+        chosen = min(measured, key=lambda row: (row["drop_upper"], row["drop"]))["candidate"]
+        log.warning("ladder: no rung is certified within the %.2f budget (95%% bound); choosing %s, the closest, "
+                    "marked not certified", budget, chosen)
     if chosen is None:
         raise_no_rung(tried)
+    met = any(row.get("met") for row in tried)
     ctx.ladder = {"budget": budget, "held_out_samples": work.select.samples, "tried": tried, "chosen": chosen,
-                  "met": any(row.get("met") for row in tried)}
+                  "met": met, "certified": met, "confidence": 0.95, "power": power}
     make_baseline(ctx)
 
 

@@ -70,7 +70,9 @@ def data(ctx: Context) -> None:
     if ctx.config.eval is not None:
         ctx.eval = load_dataset(ctx.config.eval, spec, role="--eval")
         spec = ctx.eval.preprocess
-    for role, name in (("--calib", "calib"), ("--eval", "eval")):
+    if ctx.config.holdout is not None:
+        ctx.holdout = load_dataset(ctx.config.holdout, spec, role="--holdout")
+    for role, name in (("--calib", "calib"), ("--eval", "eval"), ("--holdout", "holdout")):
         found = getattr(ctx, name)
         if found is not None:
             setattr(ctx, name, fit_to_model(found, ctx.model.output_shape, ctx.model.id_limit, role))
@@ -85,7 +87,11 @@ def calibrate(ctx: Context) -> None:
     config = ctx.config
     if ctx.calib is None:
         raise UsageError("int8 calibration needs representative data; pass --calib DATA.")
-    if config.selects:
+    if config.selects and ctx.holdout is not None:
+        fit, select = ctx.calib.head(config.calib_samples), ctx.holdout
+        log.info("calibration data: %d samples to calibrate; --holdout: %d samples to choose on", fit.samples,
+                 select.samples)
+    elif config.selects:
         fit, select = split_for_selection(ctx.calib, config.calib_samples)
         log.info("calibration data: %d samples to calibrate, %d held out to choose on", fit.samples, select.samples)
     else:
