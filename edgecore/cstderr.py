@@ -22,7 +22,10 @@ class CapturedStderr:
     def __enter__(self) -> "CapturedStderr":
         sys.stderr.flush()
         self._saved = os.dup(2)
-        self._file = tempfile.TemporaryFile()
+        # In an edgepipe worker, a named file in the worker's folder: if native code aborts under
+        # the capture, the parent reads its last words from there (a TemporaryFile dies with it).
+        self._path = _worker_capture_path()
+        self._file = open(self._path, "w+b") if self._path else tempfile.TemporaryFile()  # noqa: SIM115
         self._python_stderr = sys.stderr
         try:
             self._real = os.fdopen(os.dup(self._saved), "w", buffering=1, encoding="utf-8", errors="replace")
@@ -50,6 +53,17 @@ class CapturedStderr:
         self._file.seek(0)
         self.text = self._file.read().decode(errors="replace")
         self._file.close()
+        if self._path:
+            os.unlink(self._path)
+
+
+def _worker_capture_path() -> str | None:
+    folder = os.environ.get("EDGEPIPE_WORKER_DIR")  # targets.worker.WORKER_DIR (edgecore imports no targets)
+    if not folder or not os.path.isdir(folder):
+        return None
+    handle, path = tempfile.mkstemp(prefix=f"native-stderr-{os.getpid()}-", suffix=".txt", dir=folder)
+    os.close(handle)
+    return path
 
 
 def _writes_to_fd2(stream) -> bool:

@@ -65,8 +65,10 @@ def convert(config: ConvertConfig, *, isolated: bool | None = None) -> Conversio
     if isolated is None:
         isolated = not in_worker() and os.environ.get("EDGEPIPE_IN_PROCESS") != "1"
     if isolated:
+        # TensorFlow aborts (CHECK) instead of failing when a thread cannot be created (EAGAIN on a
+        # machine momentarily out of threads): one fresh worker more before it is the model's fault.
         return call_isolated(_convert_here, config, what="TensorFlow's converter crashed", forward_stderr=True,
-                             error=ConversionError, hint_for=crash_hint)
+                             error=ConversionError, hint_for=crash_hint, retries=1)
     ctx = run_pipeline(Context(config=config, plan=run_plan))
     if not run_plan.writes:  # a non-chief worker of a multi-worker QAT run
         return ConversionResult(out=config.out, artifact=None, report=ctx.report)

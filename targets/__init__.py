@@ -17,8 +17,8 @@ from .registry import (
                        targets_with,
                        unregister_target,
 )
-from .worker import breadcrumb, call_isolated, in_worker
+from .worker import breadcrumb, call_isolated, in_worker, retried_after
 
 __all__ = ["Capability", "DeployBundle", "RunOptions", "SshOptions", "Target", "TargetResult", "available_targets",
            "breadcrumb", "call_isolated", "check_options", "get_target", "in_worker", "register_target", "require",
-           "targets_with", "unregister_target"]
+           "retried_after", "targets_with", "unregister_target"]

@@ -9,6 +9,7 @@ from pipeline.core.artifacts import sha256_bytes
 from pipeline.core.candidates import Candidate
 from pipeline.core.environment import environment
 from pipeline.report.reports import SCHEMA, describe_artifact, utc_now
+from targets import retried_after
 
 from .context import Context
 
@@ -86,6 +87,10 @@ def build_conversion_report(ctx: Context) -> dict[str, Any]:
     }
     if verification is not None and verification.float_perplexity is not None:
         report["float"]["perplexity"] = verification.float_perplexity
+    first_death = retried_after()
+    if first_death:  # this run's worker replaced one that died in native code (see targets.worker)
+        report["retried"] = {"after": first_death, "note": "the first worker died and this run is its retry in a "
+                             "fresh worker; the artifacts are the retry's"}
     if ctx.rewrite is not None:
         report["rewrite"] = ctx.rewrite
     if ctx.lint is not None:

@@ -22,7 +22,7 @@ from edgecore.flatbuffer import OpUse
 from edgecore.model_info import ModelInfo, dequantize, quantize
 from edgecore.progress import progress
 from targets.profiles import shared
-from targets.worker import call_isolated
+from targets.worker import breadcrumb, call_isolated
 
 log = logging.getLogger(__name__)
 # Big enough for any model that could fit an MCU; the verified figure is what counts.
@@ -228,13 +228,16 @@ def evaluate(model: bytes, info: ModelInfo, x: np.ndarray, arena_bytes: int) -> 
 
 def _measure_then_evaluate(model: bytes, info: ModelInfo, x: np.ndarray | None, sample, live_peak: int):
     """Worker body for the first shard: the verified arena, then the shard evaluated at exactly it."""
+    breadcrumb("measuring the arena in TensorFlow Lite Micro")
     arena = measure_arena(model, info, sample, live_peak)
+    breadcrumb(f"running TensorFlow Lite Micro on {0 if x is None else len(x)} samples")
     outputs = evaluate(model, info, x, arena.total) if x is not None and len(x) else None
     return arena, outputs
 
 
 def _evaluate_shard(model: bytes, info: ModelInfo, x: np.ndarray, arena_bytes: int):
     """Worker body for the other shards (arena size does not change TFLM's numbers)."""
+    breadcrumb(f"running TensorFlow Lite Micro on {len(x)} samples")
     return evaluate(model, info, x, arena_bytes)
 
 
@@ -263,8 +266,9 @@ def run_isolated(model: bytes, info: ModelInfo, x: np.ndarray | None, *, live_pe
     with ThreadPoolExecutor(max_workers=len(parts)) as pool, \
             progress(count, f"TFLM: evaluating in {len(parts)} worker(s)", log) as advance:
         first = pool.submit(call_isolated, _measure_then_evaluate, model, info, parts[0], sample, live_peak,
-                            what=what, crash_hint=hint)
-        rest = [pool.submit(call_isolated, _evaluate_shard, model, info, part, probe, what=what, crash_hint=hint)
+                            what=what, crash_hint=hint, retries=1)
+        rest = [pool.submit(call_isolated, _evaluate_shard, model, info, part, probe, what=what, crash_hint=hint,
+                            retries=1)
                 for part in parts[1:]]
         sizes = {future: len(part) if part is not None else 0 for future, part in zip([first, *rest], parts)}
         for future in as_completed(sizes):

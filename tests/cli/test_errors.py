@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -107,3 +109,25 @@ def test_existing_outputs_need_overwrite(tmp_path, tiny_keras, small_npz, flag):
     outcome = CliRunner().invoke(main, ["convert", str(tiny_keras), "--calib", str(small_npz), "--out", str(out)])
     assert outcome.exit_code == 2 and flag in outcome.stderr
     assert (out / "report.json").read_text() == "{}"
+
+
+def test_a_converter_abort_in_the_lint_is_retried_once_in_a_fresh_worker(tmp_path, tiny_keras, small_npz, monkeypatch):
+    # TensorFlow's converter aborts now and then on a model it converts fine: the first worker is
+    # made to abort where the did (stage lint), the run goes on in a fresh one.
+    monkeypatch.setenv("EDGEPIPE_TEST_ABORT", "running stage lint")
+    monkeypatch.setenv("EDGEPIPE_TEST_ABORT_ONCE", str(tmp_path / "aborted"))
+    outcome = CliRunner().invoke(main, ["convert", str(tiny_keras), "--calib", str(small_npz), "--recipe", "float16",
+                                        "--out", str(tmp_path / "o"), "--runs", "2"])
+    assert outcome.exit_code == 0, outcome.stderr
+    assert (tmp_path / "aborted").exists() and (tmp_path / "o" / "model_float16.tflite").exists()
+    assert "while running stage lint: the worker process was killed by SIGABRT" in outcome.stderr
+    assert "Check failed: EDGEPIPE_TEST_ABORT" in outcome.stderr and "retrying in a fresh worker" in outcome.stderr
+    retried = json.loads((tmp_path / "o" / "report.json").read_text())["retried"]
+    assert "killed by SIGABRT" in retried["after"] and "retry" in retried["note"]
+
+
+def test_a_converter_that_aborts_twice_is_one_sentence(tmp_path, tiny_keras, small_npz, monkeypatch):
+    monkeypatch.setenv("EDGEPIPE_TEST_ABORT", "running stage lint")
+    outcome = _convert_fails(tmp_path, tiny_keras, "--calib", small_npz, "--recipe", "float16",
+                             expect="killed by SIGABRT", code=1)
+    assert "a fresh worker died the same way" in outcome.stderr
