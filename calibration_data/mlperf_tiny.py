@@ -80,6 +80,12 @@ BUILDERS = {"resnet8": resnet8, "ds_cnn": ds_cnn, "mobilenet_vww": mobilenet_vww
 
 def int8_tflite(name: str, calibration_samples: int = 16) -> bytes:
     """The named architecture as a full-int8 ``.tflite`` with int8 input and output."""
+    return quantized_tflite(name, "int8", calibration_samples)
+
+
+def quantized_tflite(name: str, activations: str = "int8", calibration_samples: int = 16) -> bytes:
+    """The named architecture, weights int8, activations (and input and output) ``int8`` or
+    ``int16`` (TFLite's 16x8 quantization)."""
     keras3().utils.set_random_seed(SEED)
     model = BUILDERS[name]()
     tf = tensorflow()
@@ -94,6 +100,11 @@ def int8_tflite(name: str, calibration_samples: int = 16) -> bytes:
     converter = tf.lite.TFLiteConverter.from_keras_model(keras3().Model(inputs, model(inputs)))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
+    if activations == "int16":
+        sixteen_by_eight = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        converter.target_spec.supported_ops = [sixteen_by_eight]
+        converter.inference_input_type = converter.inference_output_type = tf.int16
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
     return bytes(converter.convert())
