@@ -13,7 +13,7 @@ from edgecore.metrics import step_difference, top1_accuracy
 from edgecore.model_info import dequantize, inspect_model, quantize
 from edgecore.vocab import Capability, Kernels
 from targets.base import DeployBundle, RunOptions, Target, TargetResult
-from targets.cost_model import estimate_cycles, model_work, op_energy_mj
+from targets.cost_model import cycle_breakdown, dominant_class, int8_share, model_work, op_energy_mj
 from targets.host.litert_runner import evaluate_raw
 from targets.profiles import BoardProfile, load_profiles, shared
 
@@ -99,15 +99,18 @@ class McuTarget(Target):
     def estimates(self, model: bytes, ops, info) -> dict:
         work = model_work(ops)
         table, method = self.profile.cycle_model()
-        cycles = estimate_cycles(work, table)
+        by_class = cycle_breakdown(work, table)
+        cycles = sum(by_class.values())
+        dominant, share = dominant_class(work, table)
         latency_ms = cycles / self.profile.clock_hz * 1e3
         int8 = info.inputs[0].dtype in ("int8", "int16") or work.float_macs == 0
         board_mj = latency_ms * self.profile.active_power_mw * 1e-3
         return {
             "estimated_cycles": round(cycles),
             "estimated_latency_ms": round(latency_ms, 3),
+            "estimated_cycles_by_class": {kind: round(c) for kind, c in by_class.items() if c},
             "latency_method": f"cycle model per op class, {method}",
-            "latency_uncertainty": self.profile.latency_uncertainty(),
+            "latency_uncertainty": self.profile.latency_uncertainty(dominant, share, int8_share(work, table)),
             "energy_mj": {
                 "value": round(board_mj, 5),
                 "method": "estimated-latency x board-power",

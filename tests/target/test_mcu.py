@@ -23,7 +23,7 @@ from pipeline.errors import TargetError
 from pipeline.frontend.keras_compat import tensorflow
 from pipeline.report.markdown import render_markdown
 from targets import get_target
-from targets.cost_model import estimate_cycles, model_work
+from targets.cost_model import dominant_class, estimate_cycles, int8_share, model_work
 from targets.mcu import tflm
 from targets.mcu.deploy import add_method
 from targets.profiles import BOARDS_DIR, load_profiles, shared
@@ -156,34 +156,132 @@ def test_tflm_crash_becomes_a_clear_error():
 
 @pytest.fixture(scope="session")
 def mlperf_work():
-    from calibration_data.mlperf_tiny import int8_tflite
+    from calibration_data.calibrate_mcu import mlperf_works
 
-    return {name: model_work(read_ops(int8_tflite(name))) for name in ("resnet8", "ds_cnn")}
+    return mlperf_works()
+
+
+@pytest.fixture(scope="session")
+def held_out(mlperf_work):
+    """The leave-one-out of calibrate_mcu.py, computed here from mlperf_tiny.toml."""
+    from calibration_data.calibrate_mcu import leave_one_out
+
+    return leave_one_out(mlperf_work)
 
 
 def test_mlperf_models_have_the_published_macs(mlperf_work):
     assert mlperf_work["resnet8"].total_macs == pytest.approx(12.5e6, rel=0.01)
     assert mlperf_work["ds_cnn"].total_macs == pytest.approx(2.66e6, rel=0.01)
+    assert mlperf_work["mobilenet_vww"].total_macs == pytest.approx(7.49e6, rel=0.01)
+    assert mlperf_work["fc_autoencoder"].total_macs == pytest.approx(0.264e6, rel=0.01)
+    # The autoencoder streams each of its int8 weights once per inference.
+    assert mlperf_work["fc_autoencoder"].quantity("weight_bytes") == mlperf_work["fc_autoencoder"].total_macs
 
 
-def test_calibrated_latency_matches_published_mlperf_tiny(mlperf_work):
+def test_mlperf_tiny_on_cortex_m4_held_out_within_25_percent(mlperf_work, held_out):
+    from calibration_data.calibrate_mcu import published
+
+    profile = load_profiles()["cortex-m4"]
+    system = profile.data["cycle_model"]["fitted"]
+    systems, figures = published()
+    assert "MLPerf Tiny v0.5 reference submission" in systems[system]["title"]
+    rows = {row["model"]: row for row in held_out["rows"] if row["system"] == system}
+    assert set(rows) == {"resnet8", "ds_cnn", "mobilenet_vww", "fc_autoencoder"}
+    for model, row in rows.items():
+        # the figure left out of the fit, and the model left out on every system
+        assert abs(row["error_pct"]) <= 25, row
+        assert abs(row["error_model_unseen_pct"]) <= 25, row
+        assert row["published_ms"] == figures[system, model]["latency_ms"]
+        # The shipped profile (fitted on every figure) is within the same bound.
+        table, method = profile.cycle_model()
+        estimate_ms = estimate_cycles(mlperf_work[model], table) / profile.clock_hz * 1e3
+        assert estimate_ms == pytest.approx(row["published_ms"], rel=0.25), model
+        assert "v0.5" in method
+    # Every figure of the fit systems, held out, is within 25% too.
+    assert all(abs(row["error_pct"]) <= 25 for row in held_out["rows"] if row["role"] == "fit")
+
+
+def test_the_shipped_fit_is_what_calibrate_computes(held_out):
+    """cycles_fitted.toml is not stale: make calibrate would write the same constants and errors."""
+    stored = shared("cycles_fitted")
+    assert stored["fit"]["conv_over_pointwise"] == pytest.approx(held_out["fit"].r, abs=1e-3)
+    for system, fitted in held_out["fitted"].items():
+        assert stored["system"][system]["cycles_per_pointwise_mac"] == pytest.approx(fitted["g"], rel=1e-3)
+        assert stored["system"][system]["cycles_per_fc_weight_byte"] == pytest.approx(fitted["b"], rel=1e-3)
+    rows = {(row["system"], row["model"]): row for row in stored["loo"]}
+    assert len(rows) == len(held_out["rows"]) == len(shared("mlperf_tiny")["result"])
+    for row in held_out["rows"]:
+        assert rows[row["system"], row["model"]]["error_pct"] == pytest.approx(row["error_pct"], abs=0.01)
+        assert rows[row["system"], row["model"]]["dominant_class"] == row["dominant_class"]
+    assert set(stored["band"]) == set(held_out["bands"]) == {"conv", "pointwise", "fully_connected"}
+
+
+def test_the_uncertainty_is_the_held_out_error_of_models_like_it(mlperf_work, held_out):
+    profile = load_profiles()["cortex-m4"]
+    table, _ = profile.cycle_model()
+    seen = {}
+    for model, work in mlperf_work.items():
+        kind, share = dominant_class(work, table)
+        uncertainty = profile.latency_uncertainty(kind, share, int8_share(work, table))
+        errors = [row["error_pct"] for row in held_out["rows"]
+                  if row["role"] == "fit" and row["dominant_class"] == kind]
+        assert uncertainty["validated"] and uncertainty["loo_max_abs_error_pct"] == pytest.approx(
+            max(abs(e) for e in errors), abs=0.05)
+        seen[model] = (kind, uncertainty["loo_max_abs_error_pct"])
+    assert seen["resnet8"][0] == "conv" and seen["fc_autoencoder"][0] == "fully_connected"
+    assert seen["ds_cnn"][0] == seen["mobilenet_vww"][0] == "pointwise"
+    assert len({spread for _, spread in seen.values()}) == 3  # one band per op mix, not one number
+
+
+def test_int16_models_cost_more_than_int8(mlperf_work):
+    from calibration_data.mlperf_tiny import quantized_tflite
+
+    profile = load_profiles()["cortex-m4"]
+    table, _ = profile.cycle_model()
+    for name, at_least in (("fc_autoencoder", 1.3), ("ds_cnn", 1.15)):
+        with contextlib.redirect_stdout(io.StringIO()):
+            work = model_work(read_ops(quantized_tflite(name, "int16")))
+        assert work.quantity("macs", fmt="int16") == mlperf_work[name].total_macs
+        ratio = estimate_cycles(work, table) / estimate_cycles(mlperf_work[name], table)
+        assert ratio >= at_least, (name, ratio)
+        uncertainty = profile.latency_uncertainty(*dominant_class(work, table), int8_share(work, table))
+        assert uncertainty["validated"] is False and "int16" in uncertainty["method"]
+
+
+def test_published_energy_matches_the_board_power():
+    systems = {system["id"]: system for system in shared("mlperf_tiny")["system"]}
     profiles = load_profiles()
-    for row in shared("mlperf_tiny")["result"]:
-        profile = profiles[row["board"]]
-        table, _ = profile.cycle_model()
-        estimate_ms = estimate_cycles(mlperf_work[row["model"]], table) / profile.clock_hz * 1e3
-        # Two constants per board fitted to two figures: in-sample error is ~0 by construction.
-        assert estimate_ms == pytest.approx(row["latency_ms"], rel=0.01), row
-        energy_mj = estimate_ms * profile.active_power_mw * 1e-3
+    rows = [row for row in shared("mlperf_tiny")["result"] if "energy_uj" in row]
+    assert len(rows) == 4
+    for row in rows:
+        profile = profiles[systems[row["system"]]["profile"]]
+        assert profile.clock_hz == systems[row["system"]]["clock_hz"]
+        energy_mj = row["latency_ms"] * profile.active_power_mw * 1e-3
         assert energy_mj == pytest.approx(row["energy_uj"] / 1000, rel=0.10), row
+
+
+def _numbers_without_source(data: dict, where: str) -> list[str]:
+    missing = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if "value" in value and not value.get("source"):
+                missing.append(f"{where}{key}")
+            missing += _numbers_without_source(value, f"{where}{key}.")
+    return missing
 
 
 def test_every_board_number_has_a_source():
     for path in BOARDS_DIR.glob("*.toml"):
         data = tomllib.loads(path.read_text())
-        for key, value in data.items():
-            if isinstance(value, dict) and "value" in value:
-                assert value.get("source"), f"{path.name}: {key} has no source"
+        assert not _numbers_without_source(data, f"{path.name}: "), _numbers_without_source(data, f"{path.name}: ")
+    # Every published figure and system, and every fitted system, says where it comes from.
+    for section in ("system", "result"):
+        assert all(entry.get("source") for entry in shared("mlperf_tiny")[section])
+    assert all(system.get("source") for system in shared("cycles_fitted")["system"].values())
+    constants = shared("cycle_constants")
+    for path in ("dsp", "mve"):
+        assert all(entry.get("source") for entry in constants["kernels"][path].values())
+        assert set(constants["int16"][path]) == set(constants["float"])
     names = set(load_profiles())
     assert {"cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "esp32-s3", "rp2040"} <= names
 
