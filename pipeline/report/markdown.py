@@ -300,15 +300,20 @@ def _mcu_table(targets: dict[str, Any]) -> list[str]:
         steps = "n/a" if not ref else f"{ref['max_diff_steps']:g} steps"
         fits = "yes" if r["fits"] else "**no**"
         ram = _kib(r["ram_bytes"]) if "ram_bytes" in r else f">= {_kib(r['ram_lower_bound_bytes'])}"
-        spread = (r.get("latency_uncertainty") or {}).get("loo_max_abs_error_pct")
-        latency = f"{r['estimated_latency_ms']:.2f}" + (f" ± {spread:g}%" if spread is not None else "")
+        uncertainty = r.get("latency_uncertainty") or {}
+        spread = uncertainty.get("loo_max_abs_error_pct")
+        latency = f"{r['estimated_latency_ms']:.2f}" + (f" ± {spread:g}%" if spread is not None else
+                                                         " (not validated)" if uncertainty else "")
+        if uncertainty.get("summary"):
+            notes.append(f"{name}: {uncertainty['summary']}.")
         lines.append(f"| {name} | {_pct(r['accuracy'])} | {steps} | {_kib(r.get('arena_bytes'))} | {ram} | "
                      f"{_kib(r['flash_bytes'])} | {fits} | {latency} | {r['energy_mj']['value']:.4f} |")
         notes += [f"{name} does not fit: {reason}." for reason in r.get("fit_reasons", [])]
         if r.get("tflm_error"):
             notes.append(f"{name}: TFLM could not run the model ({r['tflm_error']}); the verdict is static.")
     lines += ["", *notes, *([""] if notes else []),
-              "MCU latency and energy are estimates (cycle model fitted to MLPerf Tiny, ± its leave-one-out error; "
+              "MCU latency and energy are estimates (cycle model per op class fitted to MLPerf Tiny, ± the held-out "
+              "error of published models dominated by the same op class; "
               "energy = estimated latency x board power). Arena is the smallest in which TFLM allocated and invoked "
               "the model, verified at that size; RAM adds the device margin and runtime; flash adds interpreter and "
               "kernel code estimates.", ""]

@@ -118,6 +118,14 @@ def test_mcu_and_deploy_on_the_committed_model(tmp_path):
     report = api.run_on_target(TINY_INT8, "cortex-m4", EVAL)
     mcu = report["targets"]["cortex-m4"]
     assert mcu["fits"] is True and mcu["arena_bytes"] > 0 and abs(mcu["accuracy"] - 0.9) < 0.1
+    # The latency carries the held-out error of published models with the same dominant op class.
+    uncertainty = mcu["latency_uncertainty"]
+    markdown = render_markdown(report)
+    assert f"cortex-m4: {uncertainty['summary']}." in markdown
+    if uncertainty["validated"]:
+        assert f"{mcu['estimated_latency_ms']:.2f} ± {uncertainty['loo_max_abs_error_pct']:g}%" in markdown
+    else:
+        assert f"{mcu['estimated_latency_ms']:.2f} (not validated)" in markdown
     outcome = CliRunner().invoke(main, ["deploy", str(TINY_INT8), "--target", "cortex-m4", "--out", str(tmp_path), "--json"])
     assert outcome.exit_code == 0, outcome.stderr
     manifest = json.loads(outcome.stdout)
