@@ -62,6 +62,67 @@ def _arm_section(entry: dict | None) -> list[str]:
     return lines
 
 
+_MLPERF = {"resnet8": "IC (ResNet-8)", "ds_cnn": "KWS (DS-CNN)", "mobilenet_vww": "VWW (MobileNet)",
+           "fc_autoencoder": "AD (FC autoencoder)"}
+
+
+def _mcu_section(entry: dict | None) -> list[str]:
+    """The MCU cycle model's leave-one-out over the published MLPerf Tiny figures (calibrate_mcu.py)."""
+    if not entry:
+        return []
+    rows = {(r["system"], r["model"]): r for r in entry["rows"]}
+    goal = entry["goal_abs_pct"]
+
+    def cell(row: dict | None, key: str = "error_pct") -> str:
+        if row is None:
+            return ""
+        error = row[key]
+        mark = "" if abs(error) <= goal else " **!**"
+        if key != "error_pct":
+            return f"{error:+.1f}%{mark}"
+        return f"{row['published_ms']:g} / {row['estimate_ms']:.4g} ({error:+.1f}%){mark}"
+
+    lines = ["## MCU latency model vs published MLPerf Tiny figures (leave-one-out)", "",
+             "The cortex-m4 and cortex-m33 estimates come from a cycle model per op class (convolutions per MAC, "
+             "output and im2col tap; 1x1 and depthwise per MAC; fully connected per weight byte streamed; "
+             "elementwise, pooling and softmax per element; interpreter cost per node), fitted by "
+             "`make calibrate` (`calibration_data/calibrate_mcu.py`) to the MLPerf Tiny reference models on five "
+             "systems running CMSIS-NN kernels (`targets/boards/mlperf_tiny.toml`, with sources). Each cell: "
+             "published ms / estimate ms with that figure held out of the fit (error). Systems marked *validation* "
+             f"are not in the fit: each figure is predicted from the system's other three. **!** marks an error "
+             f"beyond ±{goal:g}%.", "",
+             "| system | role | g cycles / 1x1 MAC | " + " | ".join(_MLPERF.values()) + " |",
+             "|---|---|---|" + "---|" * len(_MLPERF)]
+    for system, info in entry["systems"].items():
+        profile = f" (edgepipe `{info['profile']}`)" if info.get("profile") else ""
+        lines.append(f"| {info['title']}; {info['software']}{profile} | {info['role']} | "
+                     f"{info['cycles_per_pointwise_mac']:g} | "
+                     + " | ".join(cell(rows.get((system, m))) for m in _MLPERF) + " |")
+    fit_rows = [r for r in entry["rows"] if r["role"] == "fit"]
+    worst = max(abs(r["error_pct"]) for r in fit_rows)
+    inside = sum(abs(r["error_pct"]) <= goal for r in fit_rows)
+    lines += ["", f"Fit systems: {inside} of {len(fit_rows)} held-out figures within ±{goal:g}% (largest "
+                  f"{worst:.1f}%). With the model left out on every system (a new op mix), the errors are:", "",
+              "| system | " + " | ".join(_MLPERF.values()) + " |", "|---|" + "---|" * len(_MLPERF)]
+    for system, info in entry["systems"].items():
+        if info["role"] == "fit":
+            lines.append(f"| {system} | " + " | ".join(cell(rows.get((system, m)), "error_model_unseen_pct")
+                                                       for m in _MLPERF) + " |")
+    lines += ["", "The uncertainty edgepipe shows beside an MCU estimate is the held-out error of the figures whose "
+                  "models are dominated by the same op class:", ""]
+    lines += [f"- {kind}: {band['min_error_pct']:+.1f}% to {band['max_error_pct']:+.1f}% "
+              f"({', '.join(band['models'])}); {band['model_unseen_note']}." for kind, band in entry["bands"].items()]
+    lines += [f"- any other dominant class (depthwise, elementwise, recurrent, transposed convolution, overhead), "
+              "and models mostly in int16 or float ops: not validated.", "",
+              f"Shared conv/pointwise cost ratio {entry['conv_over_pointwise']:g} (kernel prior "
+              f"{entry['conv_over_pointwise_prior']:g}); cycles per fully connected weight byte: "
+              + ", ".join(f"{hardware} {b:g}" for hardware, b in {
+                  info["hardware"]: info["cycles_per_fc_weight_byte"] for info in entry["systems"].values()
+                  if info["role"] == "fit"}.items())
+              + f". All the refits took {entry['refit_seconds']:.2f} s.", ""]
+    return lines
+
+
 def write_markdown(results: dict, path: Path) -> None:
     machine, env = results["machine"], results["environment"]
     lines = [
@@ -141,6 +202,7 @@ def write_markdown(results: dict, path: Path) -> None:
               f"{_r(tm['tflm_over_litert_reference'])}; TFLM / LiteRT with XNNPACK {_r(tm['tflm_over_litert_xnnpack'])}. "
               "Per inference: " + ", ".join(f"{k} {v:.1f} µs" for k, v in tm["per_inference_us"].items()) + ".", "",
               *_arm_section(results.get("arm_latency")),
+              *_mcu_section(results.get("mcu_latency")),
               f"The whole run took {results['wall_seconds']:.0f} s.", *_static_sections(path.parent)]
     path.write_text("\n".join(lines) + "\n")
 

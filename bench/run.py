@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.arm_latency import arm_latency  # noqa: E402
-from bench.mcu import tflm_parallel  # noqa: E402
+from bench.mcu import mcu_latency_loo, tflm_parallel  # noqa: E402
 from bench.quantization import auto_calibration_cost, compare_cost  # noqa: E402
 from edgecore.model_info import inspect_model, quantize  # noqa: E402
 from pipeline import api  # noqa: E402
@@ -372,29 +372,31 @@ def main() -> None:
     cpu = cpu_peak()
     results = {"date": dt.date.today().isoformat(), "machine": {**cpu, "platform": platform.platform()},
                "environment": environment(), "repeats": REPEATS}
-    log("1/11 pipeline overhead")
+    log("1/12 pipeline overhead")
     results["pipeline_overhead"] = pipeline_overhead()
-    log("2/11 runner overhead")
+    log("2/12 runner overhead")
     results["runner_overhead"] = runner_overhead()
-    log("3-4/11 int8 vs float32 on the host, sizes")
+    log("3-4/12 int8 vs float32 on the host, sizes")
     latency, sizes, _ = int8_vs_fp32(cpu)
     results["int8_vs_fp32_latency"] = latency
     results["int8_over_fp32_size"] = {"demo_cnn": sizes["demo_cnn"]["ratio"], "goal": 0.30, "models": sizes}
     with tempfile.TemporaryDirectory() as work:
-        log("5/11 memory")
+        log("5/12 memory")
         results["memory"] = memory(Path(work))
-    log("6/11 scale")
+    log("6/12 scale")
     results["scale"] = scale()
-    log("7/11 TFLM vs LiteRT")
+    log("7/12 TFLM vs LiteRT")
     results["tflm_vs_litert"] = tflm_vs_litert()
-    log("8/11 TFLM evaluation in parallel workers")
+    log("8/12 TFLM evaluation in parallel workers")
     results["tflm_parallel"] = tflm_parallel(interleaved, ratio)
-    log("9/11 the cost of --calibration auto")
+    log("9/12 the cost of --calibration auto")
     results["auto_calibration"] = auto_calibration_cost(interleaved, ratio)
-    log("10/11 compare against single conversions")
+    log("10/12 compare against single conversions")
     results["compare"] = compare_cost(interleaved, ratio)
-    log("11/11 Raspberry Pi latency model: refit, published figures beside the estimates")
+    log("11/12 Raspberry Pi latency model: refit, published figures beside the estimates")
     results["arm_latency"] = arm_latency()
+    log("12/12 MCU latency model: leave-one-out over the published MLPerf Tiny figures")
+    results["mcu_latency"] = mcu_latency_loo()
     results["wall_seconds"] = time.perf_counter() - started
     out = ROOT / "bench" / "results.json"
     out.write_text(json.dumps(results, indent=2, default=float) + "\n")
