@@ -151,11 +151,11 @@ def model_work(ops: list[OpUse]) -> Work:
         if kind is None:
             continue
         counted += 1
-        fmt = op_format(op)
-        for quantity, count in _op_quantities(op, kind).items():
-            parts[fmt][kind][quantity] += count
+        counts = _op_quantities(op, kind)
+        for quantity, count in counts.items():
+            parts[op_format(op)][kind][quantity] += count
         if kind in MAC_CLASSES and op.outputs and op.outputs[0].dtype.startswith("float"):
-            float_macs += _op_quantities(op, kind)["macs"]
+            float_macs += counts["macs"]
     total = {k: sum(parts[f][k]["macs"] for f in FORMATS) for k in MAC_CLASSES}
     return Work(macs=total, outputs={k: sum(parts[f][k]["outputs"] for f in FORMATS) for k in MAC_CLASSES},
                 elements={k: sum(parts[f][k]["elements"] for f in FORMATS) for k in ELEMENT_CLASSES},
