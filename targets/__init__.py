@@ -7,7 +7,7 @@ This module is the layer's public surface: the pipeline uses these names and not
 
 from edgecore.vocab import Capability
 
-from .base import DeployBundle, RunOptions, SshOptions, Target, TargetResult
+from .base import MAX_THREADS, DeployBundle, RunOptions, SshOptions, Target, TargetResult
 from .registry import (
                        available_targets,
                        check_options,
@@ -19,6 +19,6 @@ from .registry import (
 )
 from .worker import breadcrumb, call_isolated, in_worker, retried_after
 
-__all__ = ["Capability", "DeployBundle", "RunOptions", "SshOptions", "Target", "TargetResult", "available_targets",
-           "breadcrumb", "call_isolated", "check_options", "get_target", "in_worker", "register_target", "require",
-           "retried_after", "targets_with", "unregister_target"]
+__all__ = ["MAX_THREADS", "Capability", "DeployBundle", "RunOptions", "SshOptions", "Target", "TargetResult",
+           "available_targets", "breadcrumb", "call_isolated", "check_options", "get_target", "in_worker",
+           "register_target", "require", "retried_after", "targets_with", "unregister_target"]

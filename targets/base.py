@@ -23,6 +23,11 @@ def _known(cls, data: dict[str, Any], what: str) -> dict[str, Any]:
     return dict(data)
 
 
+# LiteRT takes any thread count, but XNNPACK's thread pool starts that many threads without checking
+# that each started, and the process dies by SIGSEGV when the system cannot make them (32,768 on a
+# 2-core test machine); no host or board has use for more than this.
+MAX_THREADS = 1024
+
 _HOST = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?(?:[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])")
 
 
@@ -74,6 +79,9 @@ class RunOptions:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UsageError(f"run option {name} must be a whole number of at least {low}, not {value!r}.")
+        if self.threads is not None and self.threads > MAX_THREADS:
+            raise UsageError(f"run option threads must be a whole number from 1 to {MAX_THREADS}, not {self.threads}; "
+                             "more threads than cores gains nothing.")
         if isinstance(self.ssh, dict):
             object.__setattr__(self, "ssh", SshOptions.from_dict(self.ssh))
         if self.emulate and self.ssh is not None:

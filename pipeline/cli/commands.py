@@ -19,6 +19,7 @@ from targets import RunOptions, SshOptions
 from .options import (
     Group,
     TargetChoice,
+    ThreadCount,
     config_option,
     preprocess_options,
     quantization_options,
@@ -201,7 +202,7 @@ def rebuild_report(folder, html):
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs their embedded code).")
 @click.option("--overwrite", is_flag=True, help="Replace existing files in --out.")
 @preprocess_options
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the interpreter [default: all cores].")
+@click.option("--threads", type=ThreadCount(), default=None, help="CPU threads for the interpreter [default: all cores].")
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed inferences for latency.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 def qat(model, train, eval_, calib, epochs, batch_size, learning_rate, patience, seed, strategy, parity_tolerance,

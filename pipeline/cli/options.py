@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 import tomllib
@@ -20,7 +21,7 @@ from click.core import ParameterSource
 
 from pipeline.errors import EdgepipeError, UsageError
 from pipeline.vocab import Activations, Calibration, ColorMode, Weights
-from targets import available_targets
+from targets import MAX_THREADS, available_targets
 
 
 class TargetChoice(click.Choice):
@@ -39,6 +40,21 @@ class TargetChoice(click.Choice):
     @choices.setter
     def choices(self, value) -> None:  # click's __init__ assigns it; the registry is the source
         pass
+
+
+class ThreadCount(click.IntRange):
+    """--threads: 1 to ``MAX_THREADS``, checked before any work, since a count the interpreter cannot
+    start kills the process (XNNPACK's thread pool crashes) instead of failing."""
+
+    def __init__(self) -> None:
+        super().__init__(1, MAX_THREADS)
+
+    def convert(self, value, param, ctx):
+        number = click.INT.convert(value, param, ctx)
+        if not 1 <= number <= MAX_THREADS:
+            self.fail(f"{number} is not a thread count the interpreter can use; give a whole number from 1 to "
+                      f"{MAX_THREADS} (this machine has {os.cpu_count() or 1} cores).", param, ctx)
+        return number
 
 
 def with_options(func, options: list):
@@ -79,7 +95,7 @@ def handle_errors(command):
 def run_options(func):
     """Options shared by every command that runs a model on a target."""
     options = [
-        click.option("--threads", type=click.IntRange(min=1), default=None,
+        click.option("--threads", type=ThreadCount(), default=None,
                      help="CPU threads for the interpreter [default: all cores]."),
         click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
                      help="Timed single-sample inferences for the latency figures."),

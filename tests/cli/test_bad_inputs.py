@@ -143,6 +143,8 @@ def world(tmp_path_factory, tiny_keras, small_npz, image_folder, mnist_eval) -> 
     paths["a_file"] = root / "a_file"
     (root / "broken.toml").write_text("model = [\n")
     paths["broken_toml"] = root / "broken.toml"
+    (root / "threads.toml").write_text(f'model = "{tiny_keras}"\ncalib = "{small_npz}"\n[run]\nthreads = 100000\n')
+    paths["threads_toml"] = root / "threads.toml"
     paths["closed_port"] = str(_closed_port())
     return paths
 
@@ -219,6 +221,11 @@ CASES = {
     "int8 without calibration data": Case("convert {tiny} --out {out}".split(), 2, "pass --calib DATA"),
     "broken config file": Case("convert -c {broken_toml} --out {out}".split(), 2, "cannot read the config file"),
     "unknown target": Case("convert {tiny} --calib {npz} --target nowhere --out {out}".split(), 2, ""),
+    # XNNPACK's thread pool died by SIGSEGV on a count it could not start, taking the process with it
+    "too many threads": Case("run {tflite} --target host --threads 100000".split(), 2, "from 1 to 1024", out=False),
+    "too many threads to convert": Case([*C, "--threads", "100000"], 2, "from 1 to 1024"),
+    "too many threads in a config file": Case("convert -c {threads_toml} --out {out}".split(), 2,
+                                              "threads must be a whole number from 1 to 1024"),
     # targets and SSH
     "host with shell characters": Case("run {tflite} --target rpi4 --host pi@localhost;touch${{IFS}}{marker}".split(), 2,
                                        "is not a host name", out=False),

@@ -34,6 +34,7 @@ def test_strings_become_paths_and_enums():
     ({"preprocess": {"scale": "big"}}, "preprocess scale must be a number"),
     ({"preprocess": {"colour": "rgb"}}, "preprocess has unknown keys colour"),
     ({"run": {"runs": 0}}, "run option runs must be a whole number of at least 1"),
+    ({"run": {"threads": 100000}}, "run option threads must be a whole number from 1 to 1024, not 100000"),
     ({"run": {"emulate": True}}, "none of the targets host supports --emulate; targets that do: arm64, rpi4, rpi5"),
     ({"qat": {"train": "t.npz"}, "recipe": "float16"}, "quantization-aware training produces int8 models"),
     ({"qat": {"train": "t.npz"}}, "QAT stops early on the eval split"),
