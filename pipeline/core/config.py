@@ -7,6 +7,7 @@ through ``to_dict``/``from_dict``: ``report.json["config"]`` can be fed back in.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,14 @@ class PreprocessOverrides:
     color_mode: ColorMode | None = None
 
     def __post_init__(self) -> None:
-        for name in ("scale", "offset"):
+        for name, example in (("scale", "0.00392 (1/255)"), ("offset", "-1")):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise UsageError(f"preprocess {name} must be a number, not {value!r}.")
+            # NaN or Inf here would turn every sample into NaN, reported later as a fault of the data.
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"--{name} (preprocess {name}) must be a finite number, not {value}; give a number "
+                                 f"such as {example}.")
             if value is not None:
                 _set(self, name, float(value))
         if self.color_mode is not None:

@@ -226,6 +226,11 @@ CASES = {
     "too many threads to convert": Case([*C, "--threads", "100000"], 2, "from 1 to 1024"),
     "too many threads in a config file": Case("convert -c {threads_toml} --out {out}".split(), 2,
                                               "threads must be a whole number from 1 to 1024"),
+    "--scale nan": Case([*C, "--scale", "nan"], 2, "--scale (preprocess scale) must be a finite number, not nan"),
+    "--scale inf": Case("run {tflite} --target host --eval {npz} --scale inf".split(), 2,
+                        "--scale (preprocess scale) must be a finite number, not inf", out=False),
+    "--offset -inf": Case("run {tflite} --target host --offset -inf".split(), 2,
+                          "--offset (preprocess offset) must be a finite number", out=False),
     # targets and SSH
     "host with shell characters": Case("run {tflite} --target rpi4 --host pi@localhost;touch${{IFS}}{marker}".split(), 2,
                                        "is not a host name", out=False),

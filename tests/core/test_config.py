@@ -35,6 +35,8 @@ def test_strings_become_paths_and_enums():
     ({"preprocess": {"colour": "rgb"}}, "preprocess has unknown keys colour"),
     ({"run": {"runs": 0}}, "run option runs must be a whole number of at least 1"),
     ({"run": {"threads": 100000}}, "run option threads must be a whole number from 1 to 1024, not 100000"),
+    ({"preprocess": {"scale": float("nan")}}, "must be a finite number, not nan; give a number such as 0.00392"),
+    ({"preprocess": {"offset": float("-inf")}}, "must be a finite number, not -inf; give a number such as -1"),
     ({"run": {"emulate": True}}, "none of the targets host supports --emulate; targets that do: arm64, rpi4, rpi5"),
     ({"qat": {"train": "t.npz"}, "recipe": "float16"}, "quantization-aware training produces int8 models"),
     ({"qat": {"train": "t.npz"}}, "QAT stops early on the eval split"),
