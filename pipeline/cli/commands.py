@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from pipeline import __version__, api
 from pipeline.core.config import ConvertConfig, PreprocessOverrides, QatOptions
@@ -14,7 +15,7 @@ from pipeline.errors import UsageError
 from pipeline.report.markdown import render_inspection, render_markdown
 from pipeline.run.inspection import InspectConfig
 from pipeline.vocab import Activations, Calibration, Recipe, Strategy, Weights
-from targets import RunOptions, SshOptions
+from targets import RunOptions, SshOptions, available_targets
 
 from .options import (
     Group,
@@ -87,16 +88,23 @@ def _conversion_options(func):
     return with_options(func, options)
 
 
-def _config(ctx: click.Context, keys: dict[str, str], defaults: dict | None = None) -> ConvertConfig:
+def _config(ctx: click.Context, keys: dict[str, str], defaults: dict | None = None,
+            lists: dict[str, tuple[str, list[str]]] | None = None) -> ConvertConfig:
+    """The command's ConvertConfig; ``lists`` maps comma-list options that must name something when
+    given to the option's name and choices (an empty --recipes would quietly make a conversion)."""
     settings = resolve_config(ctx, ctx.params["config_file"], keys)
     for key, value in (defaults or {}).items():
-        if not settings.get(key):  # e.g. compare -c with a convert's edgepipe.toml (recipes = [])
+        given = ctx.get_parameter_source(key) is ParameterSource.COMMANDLINE  # --recipes '' is a mistake
+        if not settings.get(key) and not given:  # e.g. compare -c with a convert's edgepipe.toml (recipes = [])
             settings[key] = value
     if not settings.get("model"):
         raise UsageError("give MODEL (a .keras, .h5 or SavedModel folder), or a -c config file that names it.")
     for key in ("float_layers", "recipes", "calibrations", "targets"):
         if isinstance(settings.get(key), str):
             settings[key] = [part.strip() for part in settings[key].split(",") if part.strip()]
+    for key, (option, choices) in (lists or {}).items():
+        if ctx.get_parameter_source(key) is ParameterSource.COMMANDLINE and not settings.get(key):
+            raise UsageError(f"{option} names nothing; give one or more of {', '.join(choices)}, separated by commas.")
     return ConvertConfig.from_dict(settings)
 
 
@@ -144,7 +152,9 @@ def compare(ctx, as_json, **_):
     fits where, the Pareto front, and a recommendation per target; report.html shows it."""
     keys = {**SHARED_KEYS, "recipes": "recipes", "calibrations": "calibrations", "targets": "targets"}
     defaults = {"recipes": COMPARE_RECIPES}
-    _emit(api.convert(_config(ctx, keys, defaults)).report, as_json)
+    lists = {"recipes": ("--recipes", Recipe.choices()), "calibrations": ("--calibration", Calibration.choices()),
+             "targets": ("--targets", list(available_targets()))}
+    _emit(api.convert(_config(ctx, keys, defaults, lists)).report, as_json)
 
 
 @main.command()

@@ -231,6 +231,10 @@ CASES = {
                         "--scale (preprocess scale) must be a finite number, not inf", out=False),
     "--offset -inf": Case("run {tflite} --target host --offset -inf".split(), 2,
                           "--offset (preprocess offset) must be a finite number", out=False),
+    "compare --recipes ,": Case("compare {tiny} --calib {npz} --eval {npz} --recipes , --out {out}".split(), 2,
+                                "--recipes names nothing; give one or more of int8, int16x8, float16, dynamic, float32"),
+    "compare --recipes blank": Case(["compare", "{tiny}", "--calib", "{npz}", "--recipes", " ", "--out", "{out}"], 2,
+                                    "--recipes names nothing"),
     # targets and SSH
     "host with shell characters": Case("run {tflite} --target rpi4 --host pi@localhost;touch${{IFS}}{marker}".split(), 2,
                                        "is not a host name", out=False),
