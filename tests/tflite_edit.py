@@ -57,3 +57,46 @@ def move_buffer_after(blob: bytes, op_name: str, position: int) -> bytes:
     buffer.offset = (len(packed) + 15) // 16 * 16 + 16
     packed = save(model)
     return packed + b"\0" * (buffer.offset - len(packed)) + data
+
+
+def _weights(model, op_name: str, position: int):
+    return model.subgraphs[0].tensors[op_tensors(model, op_name)[0][position]]
+
+
+def hybrid_weights(blob: bytes, op_name: str, position: int = 1) -> bytes:
+    """A copy of a float32 ``blob`` whose constant input ``position`` of ``op_name`` is int8 with one
+    scale, float activations kept: what the dynamic-range recipe writes."""
+    model = load(blob)
+    tensor = _weights(model, op_name, position)
+    values = np.frombuffer(bytes(np.asarray(model.buffers[tensor.buffer].data, dtype=np.uint8)), np.float32)
+    scale = float(np.abs(values).max() / 127) or 1.0
+    model.buffers[tensor.buffer].data = np.round(values / scale).astype(np.int8).view(np.uint8)
+    tensor.type = schema.TensorType.INT8
+    tensor.quantization = schema.QuantizationParametersT()
+    tensor.quantization.scale, tensor.quantization.zeroPoint = [scale], [0]
+    return save(model)
+
+
+def float16_weights(blob: bytes, op_name: str, position: int = 1) -> bytes:
+    """A copy of a float32 ``blob`` whose constant input ``position`` of ``op_name`` is stored as
+    float16 and expanded by a DEQUANTIZE op first: what the float16 recipe writes."""
+    model = load(blob)
+    graph = model.subgraphs[0]
+    index = op_tensors(model, op_name)[0][position]
+    tensor = graph.tensors[index]
+    values = np.frombuffer(bytes(np.asarray(model.buffers[tensor.buffer].data, dtype=np.uint8)), np.float32)
+    half = schema.TensorT()
+    half.shape, half.type, half.name = list(tensor.shape), schema.TensorType.FLOAT16, f"{tensor.name}_float16"
+    half.buffer = len(model.buffers)
+    model.buffers.append(schema.BufferT())
+    model.buffers[-1].data = values.astype(np.float16).view(np.uint8)
+    tensor.buffer = 0  # the float32 weights are now DEQUANTIZE's output
+    graph.tensors.append(half)
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.DEQUANTIZE
+    code.version = 3
+    model.operatorCodes.append(code)
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = len(model.operatorCodes) - 1, [len(graph.tensors) - 1], [index]
+    graph.operators.insert(0, op)
+    return save(model)

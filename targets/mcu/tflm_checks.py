@@ -15,7 +15,12 @@ the layer and what to do, before TFLM is started. Each mirrors a check in TFLM's
 * SQUARED_DIFFERENCE: input scales must be positive (squared_difference.cc).
 * EQUAL ... LESS_EQUAL (int8): each input scale must lie in (0, 1) (comparisons.cc).
 
-And two that do not abort but make TFLM fail or, worse, compute garbage:
+And those that do not abort but make TFLM fail or, worse, compute garbage:
+
+* DEQUANTIZE of float16 weights (the float16 recipe): TFLM's takes int8, int16 and uint8 inputs
+  only (dequantize_common.cc) and fails to prepare.
+* FULLY_CONNECTED, CONV_2D and DEPTHWISE_CONV_2D with float input and int8 weights (the dynamic
+  recipe): "Hybrid models are not supported on TFLite Micro" (conv_common.cc and the others).
 
 * FULLY_CONNECTED with per-tensor weights checks ``|s_in s_w - s_bias| / s_out <= 0.02``
   (kernel_util.cc ``GetQuantizedConvolutionMultipler``) and fails to prepare otherwise.
@@ -37,6 +42,7 @@ from edgecore.flatbuffer import OpUse
 
 _COMPARISONS = {"EQUAL", "NOT_EQUAL", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL"}
 _QUANTIZED = {"int8", "int16"}
+_HYBRID = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D"}  # TFLM refuses float input x int8 weights in each
 
 
 def _scale(tensor) -> float:
@@ -109,6 +115,33 @@ def _fully_connected_bias(op: OpUse) -> str | None:
     return None
 
 
+def _layers(names: list[str]) -> str:
+    names = list(dict.fromkeys(names))
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"layer{'s' if len(names) > 1 else ''} {', '.join(names[:3])}{more}"
+
+
+def _float_kernels(ops: list[OpUse]) -> list[str]:
+    """float16 weights and hybrid (float x int8) ops, which TFLM has no kernels for: one sentence each,
+    since a float16 or dynamic-range model has them in nearly every layer."""
+    problems = []
+    expanded = {(op.subgraph, op.outputs[0].index) for op in ops
+                if op.name == "DEQUANTIZE" and op.inputs and op.outputs and op.inputs[0].dtype == "float16"}
+    float16 = [op.layer for op in ops if any((op.subgraph, t.index) in expanded for t in op.inputs)]
+    if expanded:
+        problems.append(f"the float16 weights of {_layers(float16 or ['?'])} need DEQUANTIZE from float16, which TensorFlow "
+                        "Lite Micro does not have (it dequantizes int8, int16 and uint8); use --recipe int8 or "
+                        "int16x8 for microcontrollers")
+    hybrid = [op for op in ops if op.name in _HYBRID and len(op.inputs) > 1 and op.inputs[0].dtype == "float32"
+              and op.inputs[1].constant and op.inputs[1].dtype in ("int8", "int4")]
+    if hybrid:
+        kinds = ", ".join(dict.fromkeys(op.name for op in hybrid))
+        problems.append(f"the int8 weights of {_layers([op.layer for op in hybrid])} ({kinds}) meet float "
+                        "activations (dynamic-range quantization), and TensorFlow Lite Micro has no such hybrid "
+                        "kernels; use --recipe int8 or int16x8 for microcontrollers")
+    return problems
+
+
 def preflight(ops: list[OpUse]) -> tuple[list[str], list[str]]:
     """``(problems, warnings)``: what would make TFLM abort, fail or misread the model (each a
     sentence naming the layer and what to do), and what might abort it on some inputs."""
@@ -119,6 +152,7 @@ def preflight(ops: list[OpUse]) -> tuple[list[str], list[str]]:
         problems.append(f"the weights of {', '.join(offset_layers)} are stored after the flatbuffer (Buffer.offset), "
                         "which TensorFlow Lite Micro does not read (it would run on uninitialised memory); convert the "
                         "model with its buffers inline, e.g. with `edgepipe convert`")
+    problems += _float_kernels(ops)
     for op in ops:
         if not op.inputs or not op.outputs or op.inputs[0].dtype not in _QUANTIZED:
             continue

@@ -23,6 +23,7 @@ from targets.worker import call_isolated
 pytestmark = pytest.mark.fast
 
 TINY = (Path(__file__).resolve().parents[1] / "data" / "tiny_int8.tflite").read_bytes()
+FLOAT32 = (Path(__file__).resolve().parents[1] / "data" / "tiny_float32.tflite").read_bytes()
 EVAL = api.sample_path("mnist", "eval.npz")
 
 
@@ -83,6 +84,26 @@ def test_fully_connected_bias_scale_that_tflm_refuses_is_named():
     # The committed model's FULLY_CONNECTED has per-channel weights: TFLM checks no bias scale there.
     blob = tflite_edit.set_scale(TINY, "FULLY_CONNECTED", "inputs", 2, 1.0)
     assert preflight(read_ops(blob)) == ([], [])
+
+
+@pytest.mark.parametrize("edit, op, words, tflm_says", [
+    ("float16_weights", "FULLY_CONNECTED", "the float16 weights of layer dense need DEQUANTIZE from float16",
+     "dequantize_common.cc"),
+    ("hybrid_weights", "FULLY_CONNECTED", "the int8 weights of layer dense (FULLY_CONNECTED) meet float activations",
+     "FLOAT32 with filter type: INT8 not supported"),
+    ("hybrid_weights", "CONV_2D", "the int8 weights of layer conv2d (CONV_2D) meet float activations",
+     "Hybrid models are not supported"),
+])
+def test_float16_and_hybrid_weights_that_tflm_refuses_are_named(edit, op, words, tflm_says, digits):
+    # The float16 and dynamic recipes' models: the check's sentence, not TFLM's allocation error, in a compare cell.
+    assert preflight(read_ops(FLOAT32)) == ([], [])
+    blob = getattr(tflite_edit, edit)(FLOAT32, op)
+    problems, _ = preflight(read_ops(blob))
+    assert len(problems) == 1 and problems[0].startswith(words), problems
+    assert "use --recipe int8 or int16x8 for microcontrollers" in problems[0]
+    assert get_target("cortex-m4").check(blob) == problems
+    with pytest.raises(TargetError, match=tflm_says):
+        _tflm_outputs(blob, digits)
 
 
 def test_parallel_shards_give_the_same_outputs_as_one_worker(digits):
