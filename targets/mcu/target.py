@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from edgecore.errors import TargetError
+from edgecore.errors import TargetError, sentence
 from edgecore.flatbuffer import read_graph, read_ops
 from edgecore.metrics import step_difference, top1_accuracy
 from edgecore.model_info import dequantize, inspect_model, quantize
@@ -40,15 +40,22 @@ class McuTarget(Target):
         return {**super().summary(), **self.profile.summary()}
 
     def check(self, model: bytes) -> list[str]:
-        """Ops TFLM has no kernel for, and quantization or storage that would abort or fool TFLM."""
+        """Ops TFLM has no kernel for, and quantization or storage that would abort or fool TFLM; none
+        for a model the board cannot hold, whose fit verdict (with the numbers) ``run`` gives instead."""
         ops = read_ops(model)
+        if not static_fit(self.profile, model, ops, read_graph(bytes(model)))["fits"]:
+            return []
+        return self.tflm_problems(ops)
+
+    @staticmethod
+    def tflm_problems(ops) -> list[str]:
+        """What stops TFLM from running the model at all (pre-flight, no interpreter)."""
         problems = []
         missing = tflm.unsupported_ops(ops)
         if missing:
             problems.append(f"TensorFlow Lite Micro has no kernel for {tflm.describe_unsupported(missing)}; "
                             "replace those layers or pick a target that runs them")
-        problems += preflight(ops)[0]
-        return problems
+        return problems + preflight(ops)[0]
 
     def run(self, model: bytes, x: np.ndarray | None, y: np.ndarray | None, options: RunOptions) -> TargetResult:
         """Static fit first, then TFLM: verified arena, accuracy, agreement with the reference kernels."""
@@ -63,6 +70,21 @@ class McuTarget(Target):
                 log.warning("%s: %s", self.name, warning)
         static = static_fit(self.profile, model, ops, graph)
         result.details.update(static)
+        problems = [] if static["fits"] else self.tflm_problems(ops)
+        if problems:  # too big, and TFLM would abort or refuse it too: the verdict, and why TFLM was not started
+            result.details["tflm_error"] = sentence(f"pre-flight, TFLM not started: {'; '.join(problems)}")
+            log.warning("%s: %s", self.name, result.details["tflm_error"])
+        else:
+            self.run_tflm(result, model, info, ops, static, x, y)
+        if not result.details["fits"]:
+            log.warning("%s: does not fit: %s", self.name, "; ".join(result.details["fit_reasons"]))
+        result.details.update(self.estimates(model, ops, info))
+        result.energy_mj = result.details.pop("energy_mj")
+        return result
+
+    def run_tflm(self, result: TargetResult, model: bytes, info, ops, static: dict, x, y) -> None:
+        """TFLM's verified arena and outputs into ``result``; when the board cannot hold the model
+        anyway, a TFLM failure is noted (``tflm_error``) and the static verdict stands."""
         if x is not None and len(x):
             log.info("%s: running %d samples in TensorFlow Lite Micro", self.name, len(x))
         try:
@@ -70,24 +92,21 @@ class McuTarget(Target):
         except TargetError as exc:
             if static["fits"]:
                 raise
-            # The board's verdict stands without TFLM: say why it does not fit, and what TFLM said.
             result.details["tflm_error"] = str(exc)
             log.warning("%s: %s", self.name, exc)
-        else:
-            result.details.update(measured_fit(self.profile, ops, arena, static))
-            if evaluated is not None:
-                raw, outputs = evaluated
-                result.score(outputs, y, softmax=info.ends_in_softmax)
-                result.details["reference"] = self.compare_with_reference(model, info, x, raw, y)
-        if not result.details["fits"]:
-            log.warning("%s: does not fit: %s", self.name, "; ".join(result.details["fit_reasons"]))
-        result.details.update(self.estimates(model, ops, info))
-        result.energy_mj = result.details.pop("energy_mj")
-        return result
+            return
+        result.details.update(measured_fit(self.profile, ops, arena, static))
+        if evaluated is not None:
+            raw, outputs = evaluated
+            result.score(outputs, y, softmax=info.ends_in_softmax)
+            result.details["reference"] = self.compare_with_reference(model, info, x, raw, y)
 
     def deploy(self, model: bytes, *, tool_version: str) -> DeployBundle:
         """The TFLM firmware bundle, with ``kTensorArenaSize`` from the verified arena plus margin."""
         info, ops = inspect_model(model), read_ops(model)
+        problems = self.tflm_problems(ops)  # check() lets these through for a model too big for the board
+        if problems:
+            raise TargetError(sentence(f"target {self.name} cannot run this model: {'; '.join(problems)}"))
         static = static_fit(self.profile, model, ops, read_graph(bytes(model)))
         arena, _ = tflm.run_isolated(model, info, None, live_peak=static["live_tensor_peak_bytes"])
         memory = measured_fit(self.profile, ops, arena, static)

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tflite_edit  # noqa: E402
+from click.testing import CliRunner
 
 from edgecore.errors import TargetError
 from edgecore.flatbuffer import read_ops
 from edgecore.model_info import inspect_model, quantize
 from pipeline import api
+from pipeline.cli.commands import main
 from pipeline.frontend.keras_compat import keras3, tensorflow
 from targets import get_target
 from targets.mcu import tflm
@@ -191,6 +194,42 @@ def test_the_verdict_stands_when_tflm_cannot_run(too_big, monkeypatch):
     assert result.details["fits"] is False and result.details["fit_reasons"][0].startswith("flash:")
     assert "SIGSEGV" in result.details["tflm_error"] and "arena_bytes" not in result.details
     assert result.details["estimated_latency_ms"] > 0
+
+
+def test_a_pre_flight_problem_does_not_pre_empt_the_fit_verdict(too_big, tmp_path):
+    # The issue: a model too big for the rp2040 got the degenerate-SOFTMAX refusal instead of the verdict.
+    planted = tmp_path / "big_flat_softmax.tflite"
+    planted.write_bytes(tflite_edit.set_scale(too_big.read_bytes(), "SOFTMAX", "inputs", 0, 1e-9))
+    eval_npz = tmp_path / "eval.npz"
+    np.savez(eval_npz, x=np.random.default_rng(1).uniform(size=(8, 1600)).astype(np.float32))
+    outcome = CliRunner().invoke(main, ["run", str(planted), "--target", "rp2040", "--eval", str(eval_npz), "--json"])
+    assert outcome.exit_code == 0, outcome.stderr
+    mcu = json.loads(outcome.stdout)["targets"]["rp2040"]
+    assert mcu["fits"] is False and mcu["fit_reasons"][0].startswith("flash: the model and TFLM code need 2.3")
+    assert mcu["flash_bytes"] > mcu["board_flash_bytes"] and "(SOFTMAX)" in mcu["tflm_error"]
+    assert "arena_bytes" not in mcu and mcu["estimated_latency_ms"] > 0
+    # A board that holds the model still refuses it, with the pre-flight sentence; deploy too.
+    roomy = CliRunner().invoke(main, ["run", str(planted), "--target", "cortex-m55"])
+    assert roomy.exit_code == 1 and "(SOFTMAX): its input spans only" in roomy.stderr.strip().splitlines()[-1]
+    deploy = CliRunner().invoke(main, ["deploy", str(planted), "--target", "rp2040", "--out", str(tmp_path / "d")])
+    assert deploy.exit_code == 1 and "(SOFTMAX)" in deploy.stderr and not (tmp_path / "d").exists()
+
+
+def test_convert_to_a_board_too_small_gives_the_verdict_despite_a_flat_softmax(tmp_path):
+    """An untrained Dense-heavy model calibrated on zeros: its SOFTMAX input spans nothing, as in the issue."""
+    keras = keras3()
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((1600,)), keras.layers.Dense(1500, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.save(tmp_path / "big.keras")
+    np.savez(tmp_path / "zeros.npz", x=np.zeros((20, 1600), np.float32))
+    out = tmp_path / "out"
+    outcome = CliRunner().invoke(main, ["convert", str(tmp_path / "big.keras"), "--calib", str(tmp_path / "zeros.npz"),
+                                        "--target", "rp2040", "--runs", "2", "--out", str(out), "--json"])
+    assert outcome.exit_code == 0, outcome.stderr
+    mcu = json.loads(outcome.stdout)["targets"]["rp2040"]
+    assert mcu["fits"] is False and mcu["fit_reasons"][0].startswith("flash:") and "(SOFTMAX)" in mcu["tflm_error"]
+    assert (out / "report.json").exists()
 
 
 def test_the_latency_estimate_carries_its_leave_one_out_error(demo_run):
