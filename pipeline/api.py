@@ -231,17 +231,40 @@ def rebuild_reports(folder: str | Path, *, html: bool = True) -> list[Path]:
     """report.md (and report.html) in ``folder``, made again from its report.json."""
     import json
 
-    from pipeline.report.reports import write_reports
+    from pipeline.report.reports import MissingKey, Traced, write_reports
 
     folder = Path(folder)
+    path = folder / "report.json"
     try:
-        report = json.loads((folder / "report.json").read_text())
-    except (OSError, ValueError) as exc:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{folder} has no readable report.json ({exc}); give the --out folder of a run.") from exc
-    if not isinstance(report, dict) or "targets" not in report or "artifact" not in report:
-        raise UsageError(f"{folder / 'report.json'} is not an edgepipe report; give the --out folder of a run.")
-    names = write_reports(folder, report, html=html)
+    try:
+        report = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{path} is not JSON ({exc}); {_write_again(folder, None)}.") from exc
+    if not isinstance(report, dict):
+        raise UsageError(f"{path} holds a JSON {type(report).__name__}, not a report object; "
+                         f"{_write_again(folder, None)}.")
+    if "schema" not in report and ("targets" not in report or "artifact" not in report):
+        raise UsageError(f"{path} is not an edgepipe report (no schema, targets or artifact); give the --out folder "
+                         "of a run.")
+    try:
+        names = write_reports(folder, Traced(report), html=html)
+    except MissingKey as exc:
+        raise UsageError(f"{path} lacks the key '{exc.path}', which the reports need (it was written by another "
+                         f"version of edgepipe, or edited); {_write_again(folder, report)}.") from exc
     return [folder / name for name in names if name != "report.json"]
+
+
+def _write_again(folder: Path, report: dict | None) -> str:
+    """How to write a complete report.json in ``folder`` again."""
+    if report is not None and isinstance(report.get("config"), dict):
+        return f"re-run the conversion to write it again: `edgepipe rerun {folder / 'report.json'} --out {folder}`"
+    if (folder / "edgepipe.toml").is_file():
+        return (f"re-run the conversion to write it again: `edgepipe convert -c {folder / 'edgepipe.toml'} "
+                f"--out {folder} --overwrite`")
+    return "re-run the command that wrote it (its --out folder gets a complete report.json)"
 
 
 def list_targets() -> list[dict[str, Any]]:

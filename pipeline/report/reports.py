@@ -66,17 +66,55 @@ def fleet_report(path, blob: bytes, info: ModelInfo, eval_data, preprocess, flee
 
 
 def write_reports(out, report: dict[str, Any], *, html: bool = True) -> list[str]:
-    """report.json, report.md and report.html in ``out``, each written atomically; their names."""
+    """report.json, report.md and report.html in ``out``, each written atomically; their names.
+    Both pages are rendered before any file is written, so a report they cannot render changes nothing."""
     from .html import render_html
     from .markdown import render_markdown
 
-    atomic_write_bytes(out / "report.md", render_markdown(report).encode())
-    names = ["report.md"]
-    if html:
-        atomic_write_bytes(out / "report.html", render_html(report).encode())
-        names.append("report.html")
+    pages = {"report.md": render_markdown(report), **({"report.html": render_html(report)} if html else {})}
+    for name, text in pages.items():
+        atomic_write_bytes(out / name, text.encode())
     atomic_write_json(out / "report.json", report)
-    return [*names, "report.json"]
+    return [*pages, "report.json"]
+
+
+class MissingKey(KeyError):
+    """A key a report read from disk lacks, with its path in the report (``quantized.accuracy``)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+class Traced(dict):
+    """A report read from disk (or part of one) that raises :class:`MissingKey` with the key's whole
+    path, so that a report written by another version, or edited, is named precisely."""
+
+    def __init__(self, data: dict, path: str = "") -> None:
+        super().__init__(data)
+        self.path = path
+
+    def _child(self, key, value):
+        where = f"{self.path}.{key}" if self.path else str(key)
+        if isinstance(value, dict):
+            return Traced(value, where)
+        if isinstance(value, list):
+            return [Traced(v, f"{where}[{i}]") if isinstance(v, dict) else v for i, v in enumerate(value)]
+        return value
+
+    def __getitem__(self, key):
+        if key not in self:
+            raise MissingKey(f"{self.path}.{key}" if self.path else str(key))
+        return self._child(key, super().__getitem__(key))
+
+    def get(self, key, default=None):
+        return self._child(key, super().__getitem__(key)) if key in self else default
+
+    def items(self):
+        return [(key, self._child(key, value)) for key, value in super().items()]
+
+    def values(self):
+        return [value for _, value in self.items()]
 
 
 def config_toml(settings: dict[str, Any]) -> str:
@@ -92,5 +130,5 @@ def config_toml(settings: dict[str, Any]) -> str:
             "# options given on the command line override it.\n" + tomli_w.dumps(drop_none(settings)))
 
 
-__all__ = ["SCHEMA", "build_run_report", "config_toml", "describe_artifact", "fleet_report", "io_summary", "utc_now",
-           "write_reports"]
+__all__ = ["SCHEMA", "MissingKey", "Traced", "build_run_report", "config_toml", "describe_artifact", "fleet_report",
+           "io_summary", "utc_now", "write_reports"]

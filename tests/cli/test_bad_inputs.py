@@ -8,6 +8,7 @@ marker file written by code hidden in a model or a data file.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -311,6 +312,44 @@ def test_a_signal_mid_conversion_leaves_nothing_and_the_next_run_works(world, tm
     again = _cli("convert", world["tiny"], "--calib", world["npz"], "--out", out, "--runs", "2")
     again.communicate(timeout=300)
     assert again.returncode == 0 and (out / "report.json").exists()
+
+
+@pytest.fixture(scope="module")
+def run_report() -> dict:
+    """The report of `edgepipe run` of the committed tiny model on the host (no TensorFlow needed)."""
+    return api.run_on_target(Path(__file__).resolve().parents[1] / "data" / "tiny_int8.tflite", "host",
+                             options=api.RunOptions(runs=2))
+
+
+def _without(report: dict, *path: str) -> dict:
+    report = copy.deepcopy(report)
+    table = report
+    for key in path[:-1]:
+        table = table[key]
+    del table[path[-1]]
+    return report
+
+
+DAMAGED_REPORTS = {  # what report.json holds -> words of the last line
+    "a missing key": (lambda r: json.dumps(_without(r, "artifact", "sha256")), "lacks the key 'artifact.sha256'"),
+    "a missing table": (lambda r: json.dumps(_without(r, "artifact")), "lacks the key 'artifact'"),
+    "not JSON": (lambda r: json.dumps(r)[:200], "is not JSON"),
+    "not an object": (lambda r: json.dumps([r]), "holds a JSON list, not a report object"),
+}
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("damage", list(DAMAGED_REPORTS))
+def test_edgepipe_report_on_a_damaged_report_json_says_what_to_do_and_writes_nothing(run_report, tmp_path, damage):
+    spoil, words = DAMAGED_REPORTS[damage]
+    (tmp_path / "report.json").write_text(spoil(run_report))
+    before = (tmp_path / "report.json").read_bytes()
+    outcome = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert outcome.exit_code == 2 and "Traceback" not in outcome.output
+    last = outcome.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"edgepipe: error: {tmp_path / 'report.json'} ") and words in last, last
+    assert "re-run the command that wrote it" in last and last.endswith(".")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"] and (tmp_path / "report.json").read_bytes() == before
 
 
 def test_two_conversions_into_one_folder_at_once(world, tmp_path):

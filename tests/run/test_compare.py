@@ -110,6 +110,14 @@ def test_report_rebuilds_md_and_html_from_json(compared, tmp_path):
     assert (copy / "report.md").read_text() == before and (copy / "report.html").exists()
     bad = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert bad.exit_code == 2 and "no readable report.json" in bad.stderr
+    report = json.loads((copy / "report.json").read_text())
+    del report["comparison"]["matrix"][0]["bytes"]
+    (copy / "report.json").write_text(json.dumps(report))
+    lacking = CliRunner().invoke(main, ["report", str(copy)])
+    assert lacking.exit_code == 2 and "Traceback" not in lacking.output
+    assert "lacks the key 'comparison.matrix[0].bytes'" in lacking.stderr
+    assert f"`edgepipe rerun {copy / 'report.json'} --out {copy}`" in lacking.stderr
+    assert (copy / "report.md").read_text() == before
 
 
 def test_the_written_config_runs_again_and_options_override_it(compared, tmp_path):
