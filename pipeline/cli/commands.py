@@ -11,7 +11,7 @@ from click.core import ParameterSource
 
 from pipeline import __version__, api
 from pipeline.core.config import ConvertConfig, PreprocessOverrides, QatOptions
-from pipeline.errors import UsageError
+from pipeline.errors import TargetError, UsageError
 from pipeline.report.markdown import render_inspection, render_markdown
 from pipeline.run.inspection import InspectConfig
 from pipeline.vocab import Activations, Calibration, Recipe, Strategy, Weights
@@ -270,8 +270,10 @@ def run(model, target, eval_, scale, offset, color_mode, threads, runs, warmup, 
     if inventory is not None:
         if ssh_host or emulate:
             raise UsageError("--hosts runs on the devices of the inventory; drop --host and --emulate.")
-        _emit(api.run_on_fleet(model, inventory, eval_, target=target, options=options, preprocess=preprocess,
-                               parallel=parallel, timeout=timeout, out=out), as_json)
+        report = api.run_on_fleet(model, inventory, eval_, target=target, options=options, preprocess=preprocess,
+                                  parallel=parallel, timeout=timeout, out=out)
+        _emit(report, as_json)  # every device's row, failed or not
+        _fail_if_devices_failed(report["fleet"]["summary"])
         return
     if target is None:
         raise UsageError("--target is required (see `edgepipe targets`), unless --hosts names the devices' targets.")
@@ -279,6 +281,15 @@ def run(model, target, eval_, scale, offset, color_mode, threads, runs, warmup, 
                         python=remote_python) if ssh_host else None
     report = api.run_on_target(model, target, eval_, options=replace(options, ssh=remote), preprocess=preprocess)
     _emit(report, as_json)
+
+
+def _fail_if_devices_failed(summary: dict) -> None:
+    """A fleet run in which a device failed exits non-zero, after the report (with every row) is out."""
+    failed = summary["failed"]
+    if failed:
+        names = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise TargetError(f"{len(failed)} of {summary['devices']} devices failed ({names}); each one's row says why: "
+                          "fix those devices (or take them out of the inventory) and run again.")
 
 
 @main.command(name="inspect")

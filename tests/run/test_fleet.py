@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def fleet(tmp_path_factory):
 def test_fleet_rows_and_summary(fleet, small_npz, tmp_path):
     outcome = CliRunner().invoke(main, ["run", str(TINY), "--hosts", str(fleet), "--eval", str(small_npz),
                                         "--runs", "5", "--parallel", "3", "--out", str(tmp_path), "--json"])
-    assert outcome.exit_code == 0, outcome.stderr
+    assert outcome.exit_code == 1, outcome.stderr  # the attic failed: the report, then the error
+    assert outcome.stderr.strip().splitlines()[-1].startswith("edgepipe: error: 1 of 3 devices failed (attic)")
     report = json.loads(outcome.stdout)
     rows = {row["device"]: row for row in report["fleet"]["devices"]}
     assert rows["kitchen"]["ok"] and rows["garage"]["ok"] and not rows["attic"]["ok"]
@@ -72,3 +74,27 @@ def test_fleet_bad_inventory_names_the_device_and_key(tmp_path):
     inventory.write_text('[[device]]\nname = "x"\nhost = "pi@h;rm -rf /"\ntarget = "rpi4"\n')
     outcome = CliRunner().invoke(main, ["run", str(TINY), "--hosts", str(inventory)])
     assert outcome.exit_code == 2 and "is not a host name" in outcome.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.fast
+def test_a_fleet_where_every_device_fails_keeps_every_row_and_exits_non_zero(tmp_path):
+    inventory = tmp_path / "fleet.toml"
+    inventory.write_text("".join(f'[[device]]\nname = "{name}"\nhost = "nobody@127.0.0.1"\nport = {_closed_port()}\n'
+                                 'target = "rpi4"\n\n' for name in ("east", "west")))
+    out = tmp_path / "out"
+    outcome = CliRunner().invoke(main, ["run", str(TINY), "--hosts", str(inventory), "--timeout", "60", "--out",
+                                        str(out), "--json"])
+    assert outcome.exit_code == 1 and "Traceback" not in outcome.output
+    last = outcome.stderr.strip().splitlines()[-1]
+    assert last.startswith("edgepipe: error: 2 of 2 devices failed (east, west); each one's row says why") and \
+        last.endswith(".")
+    for report in (json.loads(outcome.stdout), json.loads((out / "report.json").read_text())):
+        rows = report["fleet"]["devices"]
+        assert [row["device"] for row in rows] == ["east", "west"] and not any(row["ok"] for row in rows)
+        assert all(row["reason"] for row in rows) and report["fleet"]["summary"]["failed"] == ["east", "west"]
