@@ -93,6 +93,26 @@ def _offline(scratch: Path):
         os.chdir(previous)
 
 
+def _private_copy(path: Path, scratch: Path) -> Path:
+    """``path`` (and any external-data files it names) copied into ``scratch``: onnx2tf writes op
+    names and shapes back into the file it is given, and the user's file must stay as it was."""
+    onnx = _onnx()
+    source = Path(path).resolve()
+    copy = scratch / "model" / source.name
+    copy.parent.mkdir()
+    shutil.copyfile(source, copy)
+    model = onnx.load(str(source), load_external_data=False)
+    locations = {entry.value for tensor in model.graph.initializer
+                 if tensor.data_location == onnx.TensorProto.EXTERNAL
+                 for entry in tensor.external_data if entry.key == "location"}
+    for location in locations:  # onnx itself refuses locations outside the model's folder
+        beside = source.parent / location
+        if beside.is_file():
+            (copy.parent / location).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(beside, copy.parent / location)
+    return copy
+
+
 def translate_onnx(path: Path) -> tuple[Path, str, int]:
     """The ONNX model translated by onnx2tf: the SavedModel folder (deleted at exit), the model's
     own data layout and its parameter count."""
@@ -104,7 +124,8 @@ def translate_onnx(path: Path) -> tuple[Path, str, int]:
             import onnx2tf
     except ImportError as exc:
         raise ModelLoadError(f"ONNX models need onnx2tf ({exc}); run `pip install edgepipe[onnx]`.") from exc
-    source, folder = path.resolve(), _scratch() / "saved_model"
+    folder = _scratch() / "saved_model"
+    source = _private_copy(path, folder.parent)
     chatter, native = io.StringIO(), CapturedStderr()
     log.info("translating %s with onnx2tf", path.name)
     try:

@@ -7,6 +7,7 @@ refuses every outbound connection, so "nothing reaches the network" is checked, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 
@@ -109,6 +110,25 @@ def test_rgb_batch1_onnx_offline_with_image_folder_and_nchw_npz(tmp_path, no_net
     assert report["model"]["format"] == "onnx"
     assert report["model"]["input_shape"][1:] == [16, 16, 3]
     assert report["quantized"]["agreement"] > 0.9
+
+
+@pytest.mark.parametrize("external", [False, True], ids=["inline", "external data"])
+def test_conversion_leaves_the_onnx_file_as_it_was(tmp_path, no_network, external):
+    """onnx2tf writes op names (these nodes have none) back into the file it is given: a private copy it is."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    model = _rgb_onnx(folder / "rgb.onnx")
+    if external:  # weights in a file beside the model, which the copy must take along
+        onnx.save(onnx.load(str(model)), str(model), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="rgb.weights", size_threshold=0)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(5).integers(0, 256, (40, 3, 16, 16), dtype=np.uint8))
+    outcome = CliRunner().invoke(main, ["convert", str(model), "--calib", str(calib), "--out", str(tmp_path / "out"),
+                                        "--runs", "2"])
+    assert outcome.exit_code == 0, outcome.stderr
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()} == before
+    assert len(before) == (2 if external else 1) and no_network == []
 
 
 @pytest.mark.quick
