@@ -7,6 +7,7 @@ load -> data -> make candidates -> verify each on the host -> run each on the ta
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -276,6 +277,21 @@ def emit(ctx: Context) -> None:
     log.info("wrote %s", ", ".join(str(out / n) for n in [*files, *written, CONFIG_FILE]))
 
 
+# A test hook, never set in normal use: with EDGEPIPE_TEST_HOLD_STAGE=<stage name>, the run writes the
+# file named by EDGEPIPE_TEST_HOLD_MARKER when it enters that stage and then waits (at most HOLD_SECONDS),
+# so a test can signal a run that is certainly inside the stage instead of guessing with a time.
+HOLD_STAGE, HOLD_MARKER, HOLD_SECONDS = "EDGEPIPE_TEST_HOLD_STAGE", "EDGEPIPE_TEST_HOLD_MARKER", 300.0
+
+
+def _hold_for_test(stage: str) -> None:
+    if os.environ.get(HOLD_STAGE) != stage or not os.environ.get(HOLD_MARKER):
+        return
+    Path(os.environ[HOLD_MARKER]).write_text(f"in stage {stage}, process {os.getpid()}\n")
+    deadline = time.monotonic() + HOLD_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def run_pipeline(ctx: Context) -> Context:
     """Run the plan's stages in order, with one progress line per stage."""
     stages = ctx.plan.stages
@@ -283,6 +299,7 @@ def run_pipeline(ctx: Context) -> Context:
         started = time.perf_counter()
         log.info("[%d/%d] %s", number, len(stages), stage.name)
         breadcrumb(f"running stage {stage.name}")
+        _hold_for_test(stage.name)
         stage.run(ctx)
         log.debug("%s took %.2fs", stage.name, time.perf_counter() - started)
     return ctx

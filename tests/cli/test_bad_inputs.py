@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,16 +298,19 @@ def _cli(*argv, **kwargs) -> subprocess.Popen:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_mid_conversion_leaves_nothing_and_the_next_run_works(world, tmp_path, signum):
-    out = tmp_path / "out"
-    # 1,500 samples in TFLM take a few seconds: the signal lands while the run is in that stage.
-    process = _cli("convert", world["tiny"], "--calib", world["npz"], "--eval", api.sample_path("mnist", "eval.npz"),
-                   "--out", out, "--target", "cortex-m4")
-    seen = ""
-    while "] targets" not in seen and process.poll() is None:
-        seen += process.stderr.readline()
+    out, marker = tmp_path / "out", tmp_path / "in-targets-stage"
+    # The test hook of run_pipeline: the worker writes the marker on entering the targets stage and
+    # waits there, so the signal lands while the stage certainly runs (no race with a fast stage).
+    hold = {**os.environ, "EDGEPIPE_TEST_HOLD_STAGE": "targets", "EDGEPIPE_TEST_HOLD_MARKER": str(marker)}
+    process = _cli("convert", world["tiny"], "--calib", world["npz"], "--eval", world["npz"], "--out", out,
+                   "--target", "cortex-m4", "--runs", "2", env=hold)
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), process.communicate(timeout=30)
     process.send_signal(signum)
     _, rest = process.communicate(timeout=120)
-    assert process.returncode == 130, seen + rest
+    assert process.returncode == 130, rest
     assert rest.strip().splitlines()[-1].startswith("edgepipe: error: interrupted") and "Traceback" not in rest
     assert not out.exists() or not any(out.iterdir())
     again = _cli("convert", world["tiny"], "--calib", world["npz"], "--out", out, "--runs", "2")
