@@ -21,7 +21,6 @@ And those that do not abort but make TFLM fail or, worse, compute garbage:
   only (dequantize_common.cc) and fails to prepare.
 * FULLY_CONNECTED, CONV_2D and DEPTHWISE_CONV_2D with float input and int8 weights (the dynamic
   recipe): "Hybrid models are not supported on TFLite Micro" (conv_common.cc and the others).
-
 * FULLY_CONNECTED with per-tensor weights checks ``|s_in s_w - s_bias| / s_out <= 0.02``
   (kernel_util.cc ``GetQuantizedConvolutionMultipler``) and fails to prepare otherwise.
 * Buffers stored after the flatbuffer (``Buffer.offset``/``size``) are not read by TFLM's
@@ -129,9 +128,9 @@ def _float_kernels(ops: list[OpUse]) -> list[str]:
                 if op.name == "DEQUANTIZE" and op.inputs and op.outputs and op.inputs[0].dtype == "float16"}
     float16 = [op.layer for op in ops if any((op.subgraph, t.index) in expanded for t in op.inputs)]
     if expanded:
-        problems.append(f"the float16 weights of {_layers(float16 or ['?'])} need DEQUANTIZE from float16, which TensorFlow "
-                        "Lite Micro does not have (it dequantizes int8, int16 and uint8); use --recipe int8 or "
-                        "int16x8 for microcontrollers")
+        problems.append(f"the float16 weights of {_layers(float16 or ['?'])} need DEQUANTIZE from float16, which "
+                        "TensorFlow Lite Micro does not have (it dequantizes int8, int16 and uint8); use --recipe "
+                        "int8 or int16x8 for microcontrollers")
     hybrid = [op for op in ops if op.name in _HYBRID and len(op.inputs) > 1 and op.inputs[0].dtype == "float32"
               and op.inputs[1].constant and op.inputs[1].dtype in ("int8", "int4")]
     if hybrid:
