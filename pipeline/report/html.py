@@ -238,6 +238,7 @@ def render_html(report: dict[str, Any]) -> str:
                    for t, r in recommendations.items() if r)
     if not recs and report.get("chosen"):
         recs = f"<div class='rec'>Chosen: <b>{html.escape(report['chosen'])}</b></div>"
+    recs += "".join(f"<div class='rec'><b>Advice</b>: {html.escape(sentence)}</div>" for sentence in report.get("advice") or [])
     env = report.get("environment") or {}
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
             f"content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title><style>{STYLE}</style>"

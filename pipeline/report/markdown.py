@@ -54,6 +54,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         if err:
             lines += [f"Output error vs float: RMSE {err['rmse']:.4g}, SNR {err['snr_db']} dB, "
                       f"cosine {err['cosine']:.4f}. Size ratio {q['size_ratio']:.3f}.", ""]
+    for sentence in report.get("advice") or []:
+        lines += [f"Advice: {sentence}", ""]
     lines += _comparison(report) + _quantization_notes(report) + _fleet(report)
     lines += _cpu_table(report["targets"]) + _mcu_table(report["targets"]) + _npu_table(report["targets"])
     io = artifact["input"], artifact["output"]

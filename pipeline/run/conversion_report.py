@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgecore.metrics import PROBABILITY_FLOOR
 from pipeline.core.artifacts import sha256_bytes
 from pipeline.core.candidates import Candidate
 from pipeline.core.environment import environment
+from pipeline.report.advice import advise
 from pipeline.report.reports import SCHEMA, describe_artifact, utc_now
 from targets import retried_after
 
@@ -87,6 +89,9 @@ def build_conversion_report(ctx: Context) -> dict[str, Any]:
     }
     if verification is not None and verification.float_perplexity is not None:
         report["float"]["perplexity"] = verification.float_perplexity
+    if verification is not None and verification.float_perplexity is not None:
+        report["perplexity_method"] = ("exp(mean negative log-likelihood of each labelled token); a probability an "
+                                       f"int8 softmax gives as exactly 0 counts as {PROBABILITY_FLOOR:g}")
     first_death = retried_after()
     if first_death:  # this run's worker replaced one that died in native code (see targets.worker)
         report["retried"] = {"after": first_death, "note": "the first worker died and this run is its retry in a "
@@ -110,4 +115,5 @@ def build_conversion_report(ctx: Context) -> dict[str, Any]:
         ptq = next(r for r in rows if not r["made"]["qat"])
         report["ptq"] = {**ptq["artifact"], **{k: ptq[k] for k in ("accuracy", "agreement", "output_error")},
                          "host_latency_ms": ptq["targets"]["host"]["latency_ms"]}
+    report["advice"] = advise(report)  # empty when the chosen model loses nothing and is not slower
     return report

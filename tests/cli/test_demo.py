@@ -73,3 +73,14 @@ def test_demo_command_refuses_to_clobber_without_overwrite(demo_run):
     outcome = CliRunner().invoke(main, ["demo", "--out", str(result.out)])
     assert outcome.exit_code == 2
     assert "--overwrite" in outcome.stderr
+
+
+def test_the_demo_gets_no_advice_and_a_report_shows_what_it_gets(demo_run):
+    from pipeline.report.html import render_html
+    from pipeline.report.markdown import render_markdown
+
+    _, report = demo_run
+    assert report["advice"] == []
+    shown = {**report, "advice": ["On the host int8 is slower than float."]}
+    assert "Advice: On the host int8 is slower than float." in render_markdown(shown)
+    assert "<b>Advice</b>: On the host int8 is slower than float." in render_html(shown)
