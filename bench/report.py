@@ -112,7 +112,7 @@ def _mcu_section(entry: dict | None) -> list[str]:
                   "models are dominated by the same op class:", ""]
     lines += [f"- {kind}: {band['min_error_pct']:+.1f}% to {band['max_error_pct']:+.1f}% "
               f"({', '.join(band['models'])}); {band['model_unseen_note']}." for kind, band in entry["bands"].items()]
-    lines += [f"- any other dominant class (depthwise, elementwise, recurrent, transposed convolution, overhead), "
+    lines += ["- any other dominant class (depthwise, elementwise, recurrent, transposed convolution, overhead), "
               "and models mostly in int16 or float ops: not validated.", "",
               f"Shared conv/pointwise cost ratio {entry['conv_over_pointwise']:g} (kernel prior "
               f"{entry['conv_over_pointwise_prior']:g}); cycles per fully connected weight byte: "
