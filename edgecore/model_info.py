@@ -5,10 +5,12 @@ Read from the flatbuffer, so every original node is visible (no delegate has tou
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import TargetError
 from .flatbuffer import Tensor, read_graph
 
 EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}
@@ -71,8 +73,9 @@ class ModelInfo:
     def ends_in_softmax(self) -> bool:
         """Whether the first output is a softmax (looking through a trailing DEQUANTIZE)."""
         producer = {t: op for op in self.ops for t in op.outputs}
-        op = producer.get(self.outputs[0].index)
-        while op is not None and op.name in EDGE_OPS:
+        op, seen = producer.get(self.outputs[0].index), set()
+        while op is not None and op.name in EDGE_OPS and op.inputs and op.index not in seen:
+            seen.add(op.index)  # a tampered graph can loop back on itself
             op = producer.get(op.inputs[0])
         return op is not None and op.name == "SOFTMAX"
 
@@ -83,6 +86,9 @@ class ModelInfo:
 
 
 _FLOAT_TYPES = {"float32", "float16"}
+# Input and output types edgepipe can feed and read (numpy has them).
+IO_TYPES = {"float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+            "bool"}
 
 
 def _tensor_info(tensor: Tensor) -> TensorInfo:
@@ -97,6 +103,12 @@ def inspect_model(model: bytes) -> ModelInfo:
     and never triggers a delegate."""
     graph = read_graph(bytes(model))
     tensors = graph.tensors
+    for role, indices in (("input", graph.inputs), ("output", graph.outputs)):
+        odd = [tensors[i] for i in indices if tensors[i].dtype not in IO_TYPES]
+        if odd:
+            raise TargetError(f"the model's {role} {odd[0].name} is of type {odd[0].dtype}, which edgepipe cannot "
+                              f"feed or read (it takes {', '.join(sorted(IO_TYPES))}); give a model with numeric "
+                              f"{role}s, e.g. one written by `edgepipe convert`.")
     ops = []
     for index, (use, (ins, outs)) in enumerate(zip(graph.ops, graph.op_tensors)):
         used = [tensors[t].dtype for t in ins + outs if 0 <= t < len(tensors)]
@@ -108,6 +120,38 @@ def inspect_model(model: bytes) -> ModelInfo:
         ops=tuple(ops),
         tensor_names={t.index: t.name for t in tensors},
     )
+
+
+_INTEGER_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+
+
+def quantization_problems(model: bytes) -> list[str]:
+    """Quantization parameters no runtime can honour, each a sentence naming the tensor: a scale
+    that is NaN, infinite or negative anywhere; on an activation or an input/output of an integer
+    type, a scale of 0 (it maps every value to the zero point) or a zero point outside the type.
+    LiteRT refuses some of these, TFLM runs most of them and computes garbage, so every target
+    checks them before anything runs. Weights are left to the runtimes (a constant channel may have
+    a scale of 0)."""
+    graph = read_graph(bytes(model))
+    io = {index: "input" for index in graph.inputs} | {index: "output" for index in graph.outputs}
+    problems = []
+    for tensor in graph.tensors:
+        role = io.get(tensor.index, "tensor")
+        bad = next((s for s in tensor.scales if not math.isfinite(s) or s < 0), None)
+        if bad is None and not tensor.constant and tensor.scales and tensor.dtype in _INTEGER_RANGES:
+            bad = next((s for s in tensor.scales if s == 0), None)
+        if bad is not None:
+            problems.append(f"the {role} {tensor.name} has the quantization scale {bad:g}, which maps no value to a "
+                            "number (the file was edited or damaged); quantize the model again, e.g. with "
+                            "`edgepipe convert`")
+            continue
+        low, high = _INTEGER_RANGES.get(tensor.dtype, (None, None))
+        if low is not None and tensor.scales and not tensor.constant and \
+                any(not low <= z <= high for z in tensor.zero_points):
+            zero = next(z for z in tensor.zero_points if not low <= z <= high)
+            problems.append(f"the {role} {tensor.name} has the zero point {zero}, outside {tensor.dtype} ({low} to "
+                            f"{high}); quantize the model again, e.g. with `edgepipe convert`")
+    return problems
 
 
 def quantize(x: np.ndarray, tensor: TensorInfo) -> np.ndarray:

@@ -49,5 +49,9 @@ def time_invocations(model: bytes, info: ModelInfo, sample: np.ndarray, *, kerne
                      threads: int | None, warmup: int, runs: int) -> tuple[dict, dict]:
     """Latency of single-sample inference after warm-up, and what the delegate took."""
     interpreter = make_interpreter(model, kernels=kernels, threads=threads)
-    samples = device_runner.time_invokes(interpreter, quantize(sample[:1], info.inputs[0]), warmup, runs)
+    try:
+        samples = device_runner.time_invokes(interpreter, quantize(sample[:1], info.inputs[0]), warmup, runs)
+    except RuntimeError as exc:  # e.g. "Input tensor 3 lacks data": a constant without its buffer
+        raise TargetError(f"LiteRT could not run the model ({first_line(exc)}); the file may be damaged: convert "
+                          "the model again (e.g. with `edgepipe convert`) or copy it again.") from exc
     return latency_summary(samples), delegation(interpreter)

@@ -55,7 +55,7 @@ def cmsis_scratch_bytes(ops: list[OpUse]) -> int:
     """The largest scratch buffer CMSIS-NN's int8 kernels request for any op of the model."""
     largest = 0
     for op in ops:
-        if len(op.inputs) < 2 or len(op.inputs[1].shape) != 4:
+        if len(op.inputs) < 2 or len(op.inputs[1].shape) != 4 or not op.inputs[0].shape:
             continue
         _, kh, kw, channels = op.inputs[1].shape
         if op.name == "CONV_2D" and (kh, kw) != (1, 1):

@@ -74,6 +74,8 @@ def _range(tensor) -> str:
 
 def _add_like(op: OpUse, first_only: bool) -> str | None:
     inputs = [t for t in op.inputs if not t.constant or t.scales][: 1 if first_only else 2]
+    if not inputs:
+        return None
     scales = [_scale(t) for t in inputs]
     out = op.outputs[0]
     if not all(s > 0 and math.isfinite(s) for s in scales):
@@ -158,8 +160,9 @@ def preflight(ops: list[OpUse]) -> tuple[list[str], list[str]]:
         found = None
         if op.name in ("SOFTMAX", "LOG_SOFTMAX") and op.inputs[0].dtype == "int8":
             found = _softmax(op)
-            if op.name == "SOFTMAX" and op.outputs[0].dtype == "int8" and op.inputs[0].shape[-1] >= 512:
-                warnings.append(f"layer {op.layer} (SOFTMAX) has int8 output over {op.inputs[0].shape[-1]} classes: "
+            classes = op.inputs[0].shape[-1] if op.inputs[0].shape else 1
+            if op.name == "SOFTMAX" and op.outputs[0].dtype == "int8" and classes >= 512:
+                warnings.append(f"layer {op.layer} (SOFTMAX) has int8 output over {classes} classes: "
                                 "TFLM aborts when 512 or more logits of a sample sit near its maximum")
         elif op.name in ("ADD", "SUB"):
             found = _add_like(op, first_only=False)
