@@ -203,7 +203,8 @@ def _read_model(model_path: str | Path, target) -> tuple[Path, bytes]:
     """The model's path and bytes, once the target has said it can run the model."""
     path = Path(model_path)
     if not path.is_file():
-        raise UsageError(f"model {path} does not exist; give the .tflite file written by `edgepipe convert`.")
+        what = "is not a file" if path.exists() else "does not exist"
+        raise UsageError(f"model {path} {what}; give the .tflite file written by `edgepipe convert`.")
     blob = path.read_bytes()
     problems = target.check(blob)
     if problems:

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from edgecore.model_info import inspect_model
+from edgecore.model_info import inspect_model, quantization_problems
 from edgecore.vocab import Capability, Kernels
 from targets.base import RunOptions, Target, TargetResult
 
@@ -22,7 +22,7 @@ def litert_problems(model: bytes) -> list[str]:
     without select TensorFlow (Flex) ops or custom ops."""
     info = inspect_model(model)
     return [f"op {op.name} needs TensorFlow (Flex) ops, which LiteRT alone does not run"
-            for op in info.ops if op.name.startswith("Flex") or op.name == "CUSTOM"]
+            for op in info.ops if op.name.startswith("Flex") or op.name == "CUSTOM"] + quantization_problems(model)
 
 
 class HostTarget(Target):

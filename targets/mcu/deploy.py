@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import textwrap
 
+from edgecore.errors import TargetError
 from edgecore.flatbuffer import read_ops
 from edgecore.model_info import ModelInfo
 from targets.base import DeployBundle
@@ -53,6 +55,24 @@ def _float(value: float) -> str:
 VERIFIED_ARENA = "the smallest arena in which TFLM allocated and invoked this model (verified at exactly that size)"
 
 
+def _io_constants(role: str, tensor, shape: str) -> str:
+    """The header lines of one input or output: scale and zero point of a quantized tensor (checked
+    to be a positive, finite scale), or a note that integer ids are fed as they are."""
+    if not tensor.quantized:
+        return (f"// {role} {tensor.dtype} [{shape}]: integer values (e.g. token ids) taken as they are, not quantized:\n"
+                f"// no k{role}Scale or k{role}ZeroPoint.\n" + (f"constexpr int kInputDims[] = {{{shape}}};\n"
+                                                                 if role == "Input" else ""))
+    if not (math.isfinite(tensor.scale) and tensor.scale > 0):  # the target's check refuses these first
+        raise TargetError(f"the model's {role.lower()} scale is {tensor.scale!r}, which cannot go into a header; "
+                          "quantize the model again, e.g. with `edgepipe convert`.")
+    rule = ("q = round(x / kInputScale) + kInputZeroPoint" if role == "Input" else
+            "y = (q - kOutputZeroPoint) * kOutputScale")
+    dims = f"constexpr int kInputDims[] = {{{shape}}};\n" if role == "Input" else ""
+    return (f"// {role} {tensor.dtype} [{shape}]: {rule}.\n"
+            f"constexpr float k{role}Scale = {_float(tensor.scale)};\n"
+            f"constexpr std::int32_t k{role}ZeroPoint = {tensor.zero_point};\n{dims}")
+
+
 def build_bundle(model: bytes, info: ModelInfo, *, target: str, arena_bytes: int, arena_measured: int,
                  tool_version: str, facts: dict | None = None, arena_note: str = VERIFIED_ARENA) -> DeployBundle:
     """The bundle for ``model`` with ``kTensorArenaSize = arena_bytes``; ``facts`` (fit verdict,
@@ -78,15 +98,8 @@ constexpr std::size_t kModelSize = {len(model)};
 {_comment(f"Tensor arena: {arena_measured} bytes, {arena_note}, plus {arena_bytes - arena_measured} bytes of margin for the device build (CMSIS-NN scratch buffers, 32-bit structs, alignment).")}
 constexpr std::size_t kTensorArenaSize = {arena_bytes};
 
-// Input {source.dtype} [{shape}]: q = round(x / kInputScale) + kInputZeroPoint.
-constexpr float kInputScale = {_float(source.scale)};
-constexpr std::int32_t kInputZeroPoint = {source.zero_point};
-constexpr int kInputDims[] = {{{shape}}};
-
-// Output {result.dtype}: y = (q - kOutputZeroPoint) * kOutputScale.
-constexpr float kOutputScale = {_float(result.scale)};
-constexpr std::int32_t kOutputZeroPoint = {result.zero_point};
-
+{_io_constants("Input", source, shape)}
+{_io_constants("Output", result, ", ".join(str(d) for d in result.shape))}
 // Ops the model uses, registered by RegisterOps() in model_ops.h.
 constexpr int kOpCount = {len(ops)};
 

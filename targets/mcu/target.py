@@ -10,7 +10,7 @@ import numpy as np
 from edgecore.errors import TargetError, sentence
 from edgecore.flatbuffer import read_graph, read_ops
 from edgecore.metrics import step_difference, top1_accuracy
-from edgecore.model_info import dequantize, inspect_model, quantize
+from edgecore.model_info import dequantize, inspect_model, quantization_problems, quantize
 from edgecore.vocab import Capability, Kernels
 from targets.base import DeployBundle, RunOptions, Target, TargetResult
 from targets.cost_model import cycle_breakdown, dominant_class, int8_share, model_work, op_energy_mj
@@ -45,17 +45,18 @@ class McuTarget(Target):
         ops = read_ops(model)
         if not static_fit(self.profile, model, ops, read_graph(bytes(model)))["fits"]:
             return []
-        return self.tflm_problems(ops)
+        return self.tflm_problems(model, ops)
 
     @staticmethod
-    def tflm_problems(ops) -> list[str]:
+    def tflm_problems(model: bytes, ops) -> list[str]:
         """What stops TFLM from running the model at all (pre-flight, no interpreter)."""
         problems = []
         missing = tflm.unsupported_ops(ops)
         if missing:
             problems.append(f"TensorFlow Lite Micro has no kernel for {tflm.describe_unsupported(missing)}; "
                             "replace those layers or pick a target that runs them")
-        return problems + preflight(ops)[0]
+        # A broken scale makes the preflight's own messages (about the same tensors) misleading: it goes first.
+        return problems + (quantization_problems(model) or preflight(ops)[0])
 
     def run(self, model: bytes, x: np.ndarray | None, y: np.ndarray | None, options: RunOptions) -> TargetResult:
         """Static fit first, then TFLM: verified arena, accuracy, agreement with the reference kernels."""
@@ -70,7 +71,7 @@ class McuTarget(Target):
                 log.warning("%s: %s", self.name, warning)
         static = static_fit(self.profile, model, ops, graph)
         result.details.update(static)
-        problems = [] if static["fits"] else self.tflm_problems(ops)
+        problems = [] if static["fits"] else self.tflm_problems(model, ops)
         if problems:  # too big, and TFLM would abort or refuse it too: the verdict, and why TFLM was not started
             result.details["tflm_error"] = sentence(f"pre-flight, TFLM not started: {'; '.join(problems)}")
             log.warning("%s: %s", self.name, result.details["tflm_error"])
@@ -102,11 +103,25 @@ class McuTarget(Target):
             result.details["reference"] = self.compare_with_reference(model, info, x, raw, y)
 
     def deploy(self, model: bytes, *, tool_version: str) -> DeployBundle:
-        """The TFLM firmware bundle, with ``kTensorArenaSize`` from the verified arena plus margin."""
+        """The TFLM firmware bundle, with ``kTensorArenaSize`` from the verified arena plus margin.
+
+        Only for a model whose header can say how to feed it and read it: one input and one output,
+        each integer (quantized with a positive scale, or token ids taken as they are); a float
+        model is refused, since its header's scale and zero point would mean nothing."""
         info, ops = inspect_model(model), read_ops(model)
-        problems = self.tflm_problems(ops)  # check() lets these through for a model too big for the board
+        problems = self.tflm_problems(model, ops)  # check() lets these through for a model too big for the board
         if problems:
-            raise TargetError(sentence(f"target {self.name} cannot run this model: {'; '.join(problems)}"))
+            raise TargetError(f"cannot write a {self.name} bundle: {'; '.join(problems)}.")
+        if len(info.inputs) != 1 or len(info.outputs) != 1:
+            raise TargetError(f"the deploy bundle describes one input and one output, and this model has "
+                              f"{len(info.inputs)} inputs and {len(info.outputs)} outputs; export a model with one of "
+                              "each for the firmware.")
+        for role, tensor in (("input", info.inputs[0]), ("output", info.outputs[0])):
+            if np.dtype(tensor.dtype).kind not in "iu":
+                raise TargetError(f"the model's {role} is {tensor.dtype}, and the deploy bundle is for integer "
+                                  f"models (its header gives the {role}'s int8 scale and zero point); convert the "
+                                  "model to full int8 first (`edgepipe convert MODEL --calib DATA`, the default "
+                                  "recipe, without --float-io) and deploy that .tflite.")
         static = static_fit(self.profile, model, ops, read_graph(bytes(model)))
         arena, _ = tflm.run_isolated(model, info, None, live_peak=static["live_tensor_peak_bytes"])
         memory = measured_fit(self.profile, ops, arena, static)
