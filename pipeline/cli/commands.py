@@ -22,6 +22,7 @@ from .options import (
     TargetChoice,
     ThreadCount,
     config_option,
+    in_config_file,
     preprocess_options,
     quantization_options,
     resolve_config,
@@ -105,7 +106,10 @@ def _config(ctx: click.Context, keys: dict[str, str], defaults: dict | None = No
     for key, (option, choices) in (lists or {}).items():
         if ctx.get_parameter_source(key) is ParameterSource.COMMANDLINE and not settings.get(key):
             raise UsageError(f"{option} names nothing; give one or more of {', '.join(choices)}, separated by commas.")
-    return ConvertConfig.from_dict(settings)
+    try:
+        return ConvertConfig.from_dict(settings)
+    except UsageError as exc:
+        raise in_config_file(ctx, exc) from None
 
 
 @main.command()

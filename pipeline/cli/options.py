@@ -12,13 +12,13 @@ import logging
 import os
 import signal
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
 from click.core import ParameterSource
 
+from pipeline.core.config import blame, check_settings, read_toml, settings_keys
 from pipeline.errors import EdgepipeError, UsageError
 from pipeline.vocab import Activations, Calibration, ColorMode, Weights
 from targets import MAX_THREADS, available_targets
@@ -193,14 +193,15 @@ def _path_value(value: Any) -> Any:
 def resolve_config(ctx: click.Context, config_file: Path | None, mapping: dict[str, str]) -> dict[str, Any]:
     """The settings of a command: the config file's, then every option given on the command line
     (and the option's default where the file says nothing). ``mapping`` maps click parameter
-    names to (dotted) config keys."""
+    names to (dotted) config keys. The file's keys and value types are checked first (a UsageError
+    naming the key and the file); the dotted keys still set by the file, not overridden, are kept in
+    ``ctx.meta["edgepipe.file_keys"]`` for :func:`blame`."""
     settings: dict[str, Any] = {}
     if config_file is not None:
-        try:
-            settings = tomllib.loads(Path(config_file).read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise UsageError(f"cannot read the config file {config_file} ({exc}); give a TOML file such as the "
-                             "edgepipe.toml written next to a report.") from exc
+        settings = read_toml(config_file, "the config file", "give a TOML file such as the edgepipe.toml written "
+                             "next to a report")
+        check_settings(settings, f"the config file {config_file}")
+    from_file = set(settings_keys(settings))
     for param, key in mapping.items():
         explicit = ctx.get_parameter_source(param) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
         *parents, leaf = key.split(".")
@@ -211,8 +212,20 @@ def resolve_config(ctx: click.Context, config_file: Path | None, mapping: dict[s
             value = ctx.params[param]
             if value is None and leaf not in table:
                 continue
+            if explicit:
+                from_file.discard(key)
             table[leaf] = [_path_value(v) for v in value] if isinstance(value, (tuple, list)) else _path_value(value)
+    ctx.meta["edgepipe.file_keys"] = sorted(from_file)
     return settings
+
+
+def in_config_file(ctx: click.Context, exc: UsageError) -> UsageError:
+    """A config's own check (a range, settings that do not fit together) with the config file named
+    when the setting it is about came from the file."""
+    config_file = ctx.params.get("config_file")
+    if config_file is None:
+        return exc
+    return blame(exc, ctx.meta.get("edgepipe.file_keys", []), f"the config file {config_file}")
 
 
 def config_option(func):

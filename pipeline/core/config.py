@@ -7,7 +7,10 @@ through ``to_dict``/``from_dict``: ``report.json["config"]`` can be fed back in.
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,8 @@ def _number(obj: Any, name: str, kind: type, low: float, *, optional: bool = Fal
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
         _set(obj, name, value)
-    if isinstance(value, bool) or not isinstance(value, kind) or value < low or (open_low and value == low):
+    if isinstance(value, bool) or not isinstance(value, kind) or (kind is float and not math.isfinite(value)) or value < low or \
+            (open_low and value == low):
         bound = f"more than {low}" if open_low else f"at least {low}"
         raise UsageError(f"{name} must be a {'whole number' if kind is int else 'number'} {bound}, not {value!r}.")
 
@@ -298,4 +302,161 @@ class ConvertConfig:
         return _from_dict(cls, data, "config")
 
 
-__all__ = ["ConvertConfig", "DEFAULT_CALIB_SAMPLES", "PreprocessOverrides", "QatOptions"]
+# --- Settings files: -c configs, fleet inventories, report.json ---------------------------------------------
+
+MAX_SETTINGS_BYTES = 64 << 20  # a config, an inventory or a report.json; anything larger is not one
+
+
+def read_settings_text(path: str | Path, what: str, hint: str) -> str:
+    """The text of a small settings file (``what`` names it in errors, ``hint`` says what to give):
+    a UsageError for a path that is not a regular file (a folder, a FIFO, /dev/zero), a file too
+    large to be one, or bytes that are not UTF-8 text. A UTF-8 byte-order mark is dropped."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise UsageError(f"{what} {path} is not a regular file; {hint}.")
+        size = path.stat().st_size
+        if size > MAX_SETTINGS_BYTES:
+            raise UsageError(f"{what} {path} is {size:,} bytes, far too large to be one; {hint}.")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path} ({exc.strerror or exc}); {hint}.") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} {path} is not text (byte {exc.start} is {data[exc.start]:#04x}, not UTF-8): it is "
+                         f"binary or damaged; {hint}.") from exc
+
+
+def read_toml(path: str | Path, what: str, hint: str) -> dict[str, Any]:
+    """A TOML settings file as a table; every way it can fail is a UsageError naming the file."""
+    text = read_settings_text(path, what, hint)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{what} {path} is not valid TOML ({exc}); {hint}.") from exc
+    except RecursionError as exc:
+        raise UsageError(f"{what} {path} nests arrays or tables too deeply to be read; {hint}.") from exc
+
+
+def read_json(path: str | Path, what: str, hint: str) -> Any:
+    """A JSON settings file (report.json); every way it can fail is a UsageError naming the file."""
+    text = read_settings_text(path, what, hint)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{what} {path} is not valid JSON, cut short or damaged ({exc}); {hint}.") from exc
+    except RecursionError as exc:
+        raise UsageError(f"{what} {path} nests arrays or objects too deeply to be read; {hint}.") from exc
+
+
+_INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_flag(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_count(value: Any, top: int = _INT32_MAX) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= top
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
+        abs(value) <= 1e300
+
+
+def _is_names(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+def _is_sizes(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(_is_count(v) for v in value))
+
+
+# Kinds of values a settings file may hold: a check and how an error names what is expected.
+_TEXT = (_is_text, "a string")
+_PATH = (_is_text, "a path (a string)")
+_FLAG = (_is_flag, "true or false")
+_COUNT = (_is_count, f"a whole number (at most {_INT32_MAX:,})")
+_SEED = (lambda v: _is_count(v, _INT64_MAX), "a whole number")
+_NUMBER = (_is_number, "a finite number")
+_NAMES = (_is_names, "a list of names such as [\"host\", \"cortex-m4\"] (or one comma-separated string)")
+_SIZES = (_is_sizes, "a list of sizes such as [96, 96, 3]")
+SETTINGS_SCHEMA: dict[str, Any] = {
+    "model": _PATH, "calib": _PATH, "eval": _PATH, "recipe": _TEXT, "out": _PATH, "targets": _NAMES,
+    "float_io": _FLAG, "dynamic_batch": _FLAG, "unsafe": _FLAG, "overwrite": _FLAG, "calib_samples": _COUNT,
+    "preprocess": {"scale": _NUMBER, "offset": _NUMBER, "color_mode": _TEXT},
+    "run": {"threads": _COUNT, "warmup": _COUNT, "runs": _COUNT, "batch_size": _COUNT, "emulate": _FLAG,
+            "ssh": {"host": _TEXT, "port": _COUNT, "identity": _PATH, "known_hosts": _PATH, "python": _TEXT,
+                    "timeout": _COUNT, "budget": _NUMBER}},
+    "qat": {"train": _PATH, "epochs": _COUNT, "batch_size": _COUNT, "learning_rate": _NUMBER, "seed": _SEED,
+            "patience": _COUNT, "strategy": _TEXT, "parity_tolerance": _NUMBER, "resume": _FLAG},
+    "calibration": _TEXT, "percentile": _NUMBER, "weights": _TEXT, "activations": _TEXT, "float_layers": _NAMES,
+    "allow_float_on_mcu": _FLAG, "max_accuracy_drop": _NUMBER, "diagnose": _FLAG, "input_shape": _SIZES,
+    "recipes": _NAMES, "calibrations": _NAMES, "rewrite": _FLAG,
+}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_settings(data: Any, source: str, *, schema: dict[str, Any] = SETTINGS_SCHEMA, prefix: str = "") -> None:
+    """The keys and value types of a settings table read from ``source`` (a ``-c`` file, a report's
+    ``config``): an unknown key, a value of the wrong type (a string for a number, a list for a
+    path, a table for a flag), a number that is not finite or beyond the file's integers, each a
+    UsageError naming the key and ``source``. null (JSON) means "the default". Ranges and how
+    settings fit together are then checked by :class:`ConvertConfig` itself."""
+    where = f"[{prefix[:-1]}] " if prefix else ""
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: {where or 'the settings '}must be a table of settings, not {_shown(data)}; "
+                         "give key = value lines (TOML) or an object of settings (JSON).")
+    unknown = sorted(set(data) - set(schema))
+    if unknown:
+        raise UsageError(f"{source}: unknown key {prefix}{unknown[0]}"
+                         f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}; the known keys "
+                         f"{where and 'of ' + where}are {', '.join(sorted(schema))}: fix its spelling or remove it.")
+    for key, value in data.items():
+        kind = schema[key]
+        if value is None:
+            continue
+        if isinstance(kind, dict):
+            if not isinstance(value, dict):
+                raise UsageError(f"{source}: {prefix}{key} must be a table of settings ([{prefix}{key}] with "
+                                 f"{', '.join(sorted(kind))}), not {_shown(value)}; fix it in the file.")
+            check_settings(value, source, schema=kind, prefix=f"{prefix}{key}.")
+        elif not kind[0](value):
+            raise UsageError(f"{source}: {prefix}{key} must be {kind[1]}, not {_shown(value)}; fix it in the file "
+                             "or give the option on the command line.")
+
+
+def settings_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every dotted key of a settings table (``run.threads``), tables themselves not counted."""
+    keys = []
+    for key, value in data.items():
+        keys += settings_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return keys
+
+
+def blame(exc: UsageError, keys: list[str], source: str) -> UsageError:
+    """``exc`` (a config's own check) with ``source`` named when the setting it is about came from
+    there: which of ``keys`` (dotted) its first clause names; ``exc`` itself when none does."""
+    text = str(exc)
+    clause = text.split(";")[0]
+    for key in sorted(keys, key=len, reverse=True):
+        leaf = key.rsplit(".", 1)[-1]
+        if re.search(rf"(?<!\w){re.escape(leaf)}(?![\w-])", clause):
+            return UsageError(f"{text.rstrip('.')} (set by {key} in {source}); fix it there, or give the option on "
+                              "the command line.")
+    return exc
+
+
+__all__ = ["ConvertConfig", "DEFAULT_CALIB_SAMPLES", "PreprocessOverrides", "QatOptions", "blame", "check_settings",
+           "read_json", "read_settings_text", "read_toml", "settings_keys"]

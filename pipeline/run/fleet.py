@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import statistics
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgecore.progress import progress
+from pipeline.core.config import read_toml
 from pipeline.errors import EdgepipeError, UsageError
 from targets import Capability, RunOptions, SshOptions, get_target, require
 
@@ -54,35 +54,61 @@ class Device:
                           known_hosts=expand(self.known_hosts), python=self.python, budget=budget)
 
 
+_TEXT_KEYS = ("name", "host", "identity", "known_hosts", "target", "python")
+_HINT = "give a TOML file of [[device]] tables (name, host, port, identity, known_hosts, target, python)"
+
+
 def read_inventory(path: str | Path, default_target: str | None) -> list[Device]:
-    """The devices of an inventory file; a UsageError naming the device and key for a bad entry."""
-    try:
-        entries = tomllib.loads(Path(path).read_text()).get("device")
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"cannot read the inventory {path} ({exc}); give a TOML file of [[device]] tables.") from exc
+    """The devices of an inventory file; a UsageError naming the file, the device and the key for a
+    bad entry (an unknown key, a value of the wrong type, no host, a name used twice)."""
+    table = read_toml(path, "the inventory", _HINT)
+    extra = sorted(set(table) - {"device"})
+    if extra:
+        raise UsageError(f"the inventory {path} has unknown top-level keys {', '.join(extra)}; it holds only "
+                         "[[device]] tables (name, host, ...): fix the spelling or remove them.")
+    entries = table.get("device")
     if not entries or not isinstance(entries, list):
         raise UsageError(f"the inventory {path} lists no [[device]] tables; add one per device (name, host, ...).")
     devices, names = [], set()
     for number, entry in enumerate(entries, start=1):
-        label = entry.get("name", f"device {number}") if isinstance(entry, dict) else f"device {number}"
-        unknown = sorted(set(entry) - KEYS) if isinstance(entry, dict) else ["(not a table)"]
+        label = f"device {number}"
+        if not isinstance(entry, dict):
+            raise UsageError(f"inventory {path}, {label}: not a table; write it as a [[device]] table with "
+                             f"{', '.join(sorted(KEYS))}.")
+        if isinstance(entry.get("name"), str) and entry["name"]:
+            label = entry["name"]
+        unknown = sorted(set(entry) - KEYS)
         if unknown or not entry.get("host"):
             raise UsageError(f"inventory {path}, {label}: " + (f"unknown keys {', '.join(unknown)}" if unknown else
                              "no host") + f"; a device takes {', '.join(sorted(KEYS))}.")
+        for key in _TEXT_KEYS:
+            if key in entry and not (isinstance(entry[key], str) and entry[key].strip()):
+                raise UsageError(f"inventory {path}, {label}: {key} must be a non-empty string, not "
+                                 f"{entry[key]!r}; write it in quotes, e.g. {key} = \"{_EXAMPLES[key]}\".")
+        port = entry.get("port")
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+            raise UsageError(f"inventory {path}, {label}: port must be a TCP port, a whole number from 1 to 65535, "
+                             f"not {port!r}.")
         target = entry.get("target") or default_target
         if not target:
             raise UsageError(f"inventory {path}, {label}: no target; give target = \"rpi4\" (or pass --target).")
         require(get_target(target), Capability.SSH, f"--hosts (device {label})")
-        name = str(entry.get("name") or entry["host"])
+        name = entry.get("name") or entry["host"]
         if name in names:
             raise UsageError(f"inventory {path}: two devices are called {name}; give each a name of its own.")
         names.add(name)
-        device = Device(name=name, host=str(entry["host"]), target=target, port=entry.get("port"),
-                        identity=entry.get("identity"), known_hosts=entry.get("known_hosts"),
-                        python=entry.get("python", "python3"))
-        device.ssh(1.0)  # validates the host name and port now, not mid-run
+        device = Device(name=name, host=entry["host"], target=target, port=port, identity=entry.get("identity"),
+                        known_hosts=entry.get("known_hosts"), python=entry.get("python", "python3"))
+        try:
+            device.ssh(1.0)  # validates the host name now, not mid-run
+        except UsageError as exc:
+            raise UsageError(f"inventory {path}, {label}: {exc}") from None
         devices.append(device)
     return devices
+
+
+_EXAMPLES = {"name": "kitchen", "host": "pi@10.0.0.5", "identity": "~/.ssh/id_ed25519",
+             "known_hosts": "~/.ssh/known_hosts", "target": "rpi4", "python": "python3"}
 
 
 def _one(device: Device, blob: bytes, x, y, options: RunOptions, budget: float) -> dict[str, Any]:
