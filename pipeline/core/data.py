@@ -27,6 +27,9 @@ LARGE_INPUT = 20.0  # after preprocessing: 0..255 data given to a model trained 
 RANGE_RATIO = 4.0
 MEAN_SHIFT = 1.0
 
+# Pillow modes with more than 8 bits per channel: converting them to L or RGB clips every value above 255.
+WIDE_MODES = {"I;16": "16-bit", "I;16L": "16-bit", "I;16B": "16-bit", "I;16N": "16-bit", "I": "32-bit integer",
+              "F": "32-bit float"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 
 
@@ -82,17 +85,52 @@ def load_dataset(path: str | Path, preprocess: Preprocess, role: str = "data") -
             f"{role} {path} is neither a folder nor an .npz file; give a folder of images with "
             "one sub-folder per class, or an .npz holding 'x' (and 'y')."
         )
+    notes = _numeric_kind(raw, path, role)
     spec = preprocess.resolve(raw.dtype)
     if spec.tokens:
         x = _token_ids(_fit_shape(raw, spec, path, role), spec, path, role)
     else:
-        x = _fit_shape(raw, spec, path, role).astype(np.float32) * np.float32(spec.scale)
+        raw = _fit_shape(raw, spec, path, role)
+        x = raw.astype(np.float32) * np.float32(spec.scale)
         if spec.offset:
             x += np.float32(spec.offset)
-        _refuse_non_finite(x, path, role)
+        _refuse_non_finite(x, path, role, raw)
     log.info("%s: %d samples from %s", role, len(x), path)
+    for note in notes:
+        log.warning("%s", note)
     found = Dataset(path=path, sha256=sha256_path(path), x=x, y=labels, preprocess=spec, class_names=classes)
-    return replace(found, warnings=tuple(_own_warnings(found, role)))
+    return replace(found, warnings=(*notes, *_own_warnings(found, role)))
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _numeric_kind(raw: np.ndarray, path: Path, role: str) -> list[str]:
+    """Refuse sample values that are not numbers a model computes on (complex, text, dates, records)
+    or that float32 cannot hold; return a note for each conversion that changes what they mean
+    (booleans read as 0 and 1), which goes to stderr and the report's ``data.warnings``."""
+    kind = raw.dtype.kind
+    if kind == "c":
+        raise DataError(f"{role} {path}: 'x' holds complex numbers ({raw.dtype}); a model takes real numbers, so "
+                        "save the real part, the magnitude or both as channels (np.abs(x), x.real).")
+    if kind not in "fiub":
+        raise DataError(f"{role} {path}: 'x' holds {raw.dtype} values ({_KINDS.get(kind, 'not numbers')}); save the "
+                        "samples as numbers (uint8 pixels, or float32).")
+    if kind == "f" and raw.dtype.itemsize > 4 and raw.size:
+        finite = raw[np.isfinite(raw)]
+        top = float(np.abs(finite).max()) if finite.size else 0.0
+        if top > FLOAT32_MAX:
+            flat = np.abs(np.where(np.isfinite(raw), raw, 0)).reshape(len(raw), -1)
+            row = int(np.argmax(flat.max(axis=1) > FLOAT32_MAX))
+            raise DataError(f"{role} {path}: sample {row} holds {top:.3g}, beyond what float32 holds (about 3.4e38), "
+                            "the type the model computes in; rescale the data before saving it (it would become "
+                            "infinite).")
+    if kind == "b":
+        return [f"{role} 'x' holds booleans ({path.name}): read as 0 (false) and 1 (true)"]
+    return []
+
+
+_KINDS = {"U": "text", "S": "bytes", "O": "Python objects", "M": "dates", "m": "time spans", "V": "records"}
 
 
 def _token_ids(raw: np.ndarray, spec: Preprocess, path: Path, role: str) -> np.ndarray:
@@ -115,11 +153,15 @@ def _token_ids(raw: np.ndarray, spec: Preprocess, path: Path, role: str) -> np.n
     return raw.astype(np.dtype(spec.dtype))
 
 
-def _refuse_non_finite(x: np.ndarray, path: Path, role: str) -> None:
+def _refuse_non_finite(x: np.ndarray, path: Path, role: str, raw: np.ndarray | None = None) -> None:
     """NaN or Inf crash the converter (a segmentation fault for Inf) and poison every figure."""
     finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     if not finite.all():
         row = int(np.argmin(finite))
+        if raw is not None and raw.dtype.kind in "fiub" and np.isfinite(raw[row]).all():
+            raise DataError(f"{role} {path}: sample {row} becomes infinite after --scale and --offset (its largest "
+                            f"value is {float(np.abs(raw[row]).max()):.3g}); choose a smaller --scale, or rescale the "
+                            "data.")
         kind = "NaN" if np.isnan(x[row]).any() else "an infinite value"
         raise DataError(f"{role} {path}: sample {row} holds {kind} ({int((~finite).sum())} such samples in all); "
                         "remove those samples or fix the data.")
@@ -214,6 +256,9 @@ def _read_npz(path: Path, role: str) -> tuple[np.ndarray, np.ndarray | None]:
             y = archive["y"] if "y" in archive.files else None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{role} {path} is not a readable .npz file ({exc}); re-save it with numpy.savez.") from exc
+    if x.ndim == 0:
+        raise DataError(f"{role} {path}: 'x' is a single value, not an array of samples; save x with the samples along "
+                        "its first axis, e.g. shape [N, 28, 28, 1].")
     if x.shape[0] == 0:
         raise DataError(f"{role} {path} holds no samples; give at least one.")
     if y is not None:
@@ -254,6 +299,10 @@ def _read_image_folder(path: Path, spec: Preprocess, role: str) -> tuple[np.ndar
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(file) as image:
+                    if image.mode in WIDE_MODES:
+                        raise DataError(f"{role}: image {file} has {WIDE_MODES[image.mode]} pixels (mode "
+                                        f"{image.mode}), which decoding to 8 bits would clip; save it as an 8-bit "
+                                        "image, or put the samples in an .npz (x as uint16 or float32, with --scale).")
                     image = image.convert(mode)
                     if image.size != (width, height):
                         image = image.resize((width, height), Image.Resampling.BILINEAR)

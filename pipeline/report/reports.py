@@ -29,6 +29,14 @@ def describe_artifact(path, blob: bytes, info: ModelInfo) -> dict[str, Any]:
             "ops": info.op_counts, "float_ops": info.float_ops()}
 
 
+def _data(eval_data) -> dict[str, Any]:
+    """The report's ``data``: the eval set, and what was noticed or converted while reading it."""
+    entry: dict[str, Any] = {"eval": eval_data.describe() if eval_data else None}
+    if eval_data is not None and eval_data.warnings:
+        entry["warnings"] = list(eval_data.warnings)
+    return entry
+
+
 def build_run_report(path, blob: bytes, info: ModelInfo, eval_data, preprocess, target: str,
                      result) -> dict[str, Any]:
     """The report of ``edgepipe run``: one artifact (one candidate) on one target."""
@@ -44,7 +52,7 @@ def build_run_report(path, blob: bytes, info: ModelInfo, eval_data, preprocess, 
         "artifact": artifact,
         "model": {"macs": info.macs},
         "preprocess": preprocess.to_dict(),
-        "data": {"eval": eval_data.describe() if eval_data else None},
+        "data": _data(eval_data),
         "targets": {target: result.to_dict()},
         "environment": environment(),
     }
@@ -58,7 +66,7 @@ def fleet_report(path, blob: bytes, info: ModelInfo, eval_data, preprocess, flee
         "artifact": describe_artifact(path, blob, info),
         "model": {"macs": info.macs},
         "preprocess": preprocess.to_dict(),
-        "data": {"eval": eval_data.describe() if eval_data else None},
+        "data": _data(eval_data),
         "targets": {},
         "fleet": fleet,
         "environment": environment(),
