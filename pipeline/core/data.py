@@ -91,9 +91,10 @@ def load_dataset(path: str | Path, preprocess: Preprocess, role: str = "data") -
         x = _token_ids(_fit_shape(raw, spec, path, role), spec, path, role)
     else:
         raw = _fit_shape(raw, spec, path, role)
-        x = raw.astype(np.float32) * np.float32(spec.scale)
-        if spec.offset:
-            x += np.float32(spec.offset)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below, with the sample
+            x = raw.astype(np.float32) * np.float32(spec.scale)
+            if spec.offset:
+                x += np.float32(spec.offset)
         _refuse_non_finite(x, path, role, raw)
     log.info("%s: %d samples from %s", role, len(x), path)
     for note in notes:
