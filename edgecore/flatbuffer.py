@@ -243,6 +243,9 @@ def read_graph(model: bytes) -> Graph:
                 first = (tuple(tensors), io, tuple(wiring))
         if first is None:
             raise _Malformed("the model has no subgraph")
+        # Every other table too (signatures, metadata, operator options): TFLM's Python wrapper unpacks
+        # the whole file before its C++ side, which verifies nothing, gets a pointer into it.
+        schema.ModelT.InitFromObj(root)
         tensors, (inputs, outputs), wiring = first
         return Graph(ops=tuple(uses), tensors=tensors, inputs=inputs, outputs=outputs, op_tensors=wiring)
     except (IndexError, ValueError, AttributeError, UnicodeDecodeError, TypeError, KeyError, struct.error,

@@ -314,18 +314,18 @@ def read_settings_text(path: str | Path, what: str, hint: str) -> str:
     path = Path(path)
     try:
         if not path.is_file():
-            raise UsageError(f"{what} {path} is not a regular file; {hint}.")
+            raise UsageError(f"cannot read {what} {path}: it is not a regular file; {hint}.")
         size = path.stat().st_size
         if size > MAX_SETTINGS_BYTES:
-            raise UsageError(f"{what} {path} is {size:,} bytes, far too large to be one; {hint}.")
+            raise UsageError(f"cannot read {what} {path}: it is {size:,} bytes, far too large to be one; {hint}.")
         data = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {what} {path} ({exc.strerror or exc}); {hint}.") from exc
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"{what} {path} is not text (byte {exc.start} is {data[exc.start]:#04x}, not UTF-8): it is "
-                         f"binary or damaged; {hint}.") from exc
+        raise UsageError(f"cannot read {what} {path}: it is not text (byte {exc.start} is {data[exc.start]:#04x}, not "
+                         f"UTF-8), so it is binary or damaged; {hint}.") from exc
 
 
 def read_toml(path: str | Path, what: str, hint: str) -> dict[str, Any]:
@@ -334,9 +334,9 @@ def read_toml(path: str | Path, what: str, hint: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{what} {path} is not valid TOML ({exc}); {hint}.") from exc
+        raise UsageError(f"cannot read {what} {path}: it is not valid TOML ({exc}); {hint}.") from exc
     except RecursionError as exc:
-        raise UsageError(f"{what} {path} nests arrays or tables too deeply to be read; {hint}.") from exc
+        raise UsageError(f"cannot read {what} {path}: it nests arrays or tables too deeply; {hint}.") from exc
 
 
 def read_json(path: str | Path, what: str, hint: str) -> Any:
@@ -345,9 +345,10 @@ def read_json(path: str | Path, what: str, hint: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise UsageError(f"{what} {path} is not valid JSON, cut short or damaged ({exc}); {hint}.") from exc
+        raise UsageError(f"cannot read {what} {path}: it is not valid JSON, cut short or damaged ({exc}); {hint}.") \
+            from exc
     except RecursionError as exc:
-        raise UsageError(f"{what} {path} nests arrays or objects too deeply to be read; {hint}.") from exc
+        raise UsageError(f"cannot read {what} {path}: it nests arrays or objects too deeply; {hint}.") from exc
 
 
 _INT32_MAX = 2**31 - 1

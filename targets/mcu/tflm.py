@@ -11,6 +11,7 @@ import importlib.metadata
 import logging
 import os
 import re
+import struct
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
@@ -80,6 +81,11 @@ def _interpreter(model: bytes, arena_bytes: int):
             interpreter = runtime.Interpreter.from_bytes(bytes(model), arena_size=int(arena_bytes))
         except (RuntimeError, ValueError) as exc:
             error = exc
+        except (struct.error, TypeError, IndexError, AttributeError, UnicodeDecodeError) as exc:
+            # Its Python side unpacks the whole flatbuffer first; read_graph checks the same, so this is a
+            # second line for models that reach TFLM some other way.
+            raise TargetError(f"TFLM could not read the model ({type(exc).__name__}: {exc}); the file is damaged: "
+                              "convert the model again (e.g. with `edgepipe convert`) or copy it again.") from exc
         else:
             return interpreter
     detail = " ".join(line.strip() for line in said.text.splitlines() if line.strip())[:500]
