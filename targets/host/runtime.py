@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,11 @@ def make_interpreter(model: bytes, *, kernels: Kernels = Kernels.XNNPACK, thread
             interpreter.allocate_tensors()
             return interpreter
     except (ValueError, RuntimeError) as exc:
+        custom = re.search(r"unresolved custom op: ([^\s.]+)", str(exc))
+        if custom:
+            raise TargetError(f"{runtime.describe()} has no kernel for the custom op {custom.group(1)} this model "
+                              "uses (a model compiled for an NPU, or made with a custom kernel); run it where that "
+                              "op is, or convert the float model without it.") from exc
         raise TargetError(
             f"{runtime.describe()} cannot load this model ({first_line(exc)}); "
             "check that the file is a .tflite flatbuffer written by the TFLite converter."

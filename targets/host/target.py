@@ -21,8 +21,11 @@ def litert_problems(model: bytes) -> list[str]:
     """What LiteRT alone cannot run: its builtin kernels cover every op the converter emits
     without select TensorFlow (Flex) ops or custom ops."""
     info = inspect_model(model)
-    return [f"op {op.name} needs TensorFlow (Flex) ops, which LiteRT alone does not run"
-            for op in info.ops if op.name.startswith("Flex") or op.name == "CUSTOM"] + quantization_problems(model)
+    flex = list(dict.fromkeys(op.name.removeprefix("CUSTOM:") for op in info.ops
+                              if op.name.removeprefix("CUSTOM:").startswith("Flex")))
+    problems = [f"it uses TensorFlow (Flex) ops ({', '.join(flex)}), which LiteRT alone does not run; convert the "
+                "model without select TensorFlow ops (edgepipe's converter never adds them)"] if flex else []
+    return problems + quantization_problems(model)
 
 
 class HostTarget(Target):

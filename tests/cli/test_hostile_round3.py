@@ -72,6 +72,17 @@ def _with_op(blob: bytes, old: str, new: str) -> bytes:
     return tflite_edit.save(model)
 
 
+def _with_custom(blob: bytes, old: str, code: str) -> bytes:
+    """``blob`` with every ``old`` op turned into the custom op ``code``."""
+    model = tflite_edit.load(blob)
+    codes = vars(tflite_edit.schema.BuiltinOperator)
+    for entry in model.operatorCodes:
+        if max(entry.builtinCode, entry.deprecatedBuiltinCode) == codes[old]:
+            entry.builtinCode = entry.deprecatedBuiltinCode = codes["CUSTOM"]
+            entry.customCode = code.encode()
+    return tflite_edit.save(model)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """Every broken, tampered or odd file the cases refer to, made once, without TensorFlow."""
@@ -98,6 +109,8 @@ def world(tmp_path_factory) -> dict:
     paths["nan_out"] = write("nan_out.tflite", tflite_edit.set_scale(blob, "SOFTMAX", "outputs", 0, float("nan")))
     paths["gelu"] = write("gelu.tflite", _with_op(blob, "SOFTMAX", "GELU"))
     paths["topk"] = write("topk.tflite", _with_op(blob, "SOFTMAX", "TOPK_V2"))
+    paths["flex"] = write("flex.tflite", _with_custom(blob, "SOFTMAX", "FlexSoftmax"))
+    paths["npu_op"] = write("npu_op.tflite", _with_custom(blob, "SOFTMAX", "ethos-u"))
     (root / "a_folder.tflite").mkdir()
     paths["folder_tflite"] = root / "a_folder.tflite"
 
@@ -228,6 +241,10 @@ CASES = {
     "run: infinite scale, cortex-m4": Case("run {inf_dense} --target cortex-m4".split(), 1, "scale inf"),
     "run: NaN softmax output scale, host": Case(R("nan_out").split(), 1, "the output StatefulPartitionedCall_1:0"),
     "run: an op TFLM lacks": Case("run {gelu} --target cortex-m4".split(), 1, "no kernel for GELU"),
+    "run: Flex ops on the host": Case(R("flex").split(), 1, "TensorFlow (Flex) ops (FlexSoftmax)"),
+    "run: Flex ops on a Pi": Case("run {flex} --target rpi4 --host pi@127.0.0.1".split(), 1, "(Flex) ops"),
+    "run: an NPU op on the host": Case(R("npu_op").split(), 1, "no kernel for the custom op ethos-u"),
+    "run: an NPU op in TFLM": Case("run {npu_op} --target cortex-m4".split(), 1, "CUSTOM:ethos-u"),
     # deploy: never a bundle with nonsense constants
     "deploy: a float model": Case("deploy {float} --target cortex-m4 --out {out}".split(), 1, "convert the model to full int8"),
     "deploy: zero input scale": Case("deploy {zero_in} --target cortex-m4 --out {out}".split(), 1, "scale 0"),
@@ -237,7 +254,12 @@ CASES = {
     "deploy: an op TFLM lacks": Case("deploy {topk} --target cortex-m4 --out {out}".split(), 1, "no kernel for TOPK_V2"),
     "deploy: a cut .tflite": Case("deploy {half_tflite} --target cortex-m4 --out {out}".split(), 1, "cut short"),
     "deploy: a zip named .tflite": Case("deploy {zip_tflite} --target cortex-m4 --out {out}".split(), 1, "TFL3"),
-    # inspect and convert: a model that is not what its name says (refused before TensorFlow loads)
+    "deploy: Flex ops": Case("deploy {flex} --target cortex-m4 --out {out}".split(), 1, "CUSTOM:FlexSoftmax"),
+    # qat, inspect and convert: a model that is not what its name says (refused before TensorFlow loads)
+    "qat: a .tflite": Case("qat {int8} --train {one_sample} --eval {one_sample} --out {out}".split(), 1,
+                           "edgepipe run"),
+    "qat: zero epochs": Case("qat {int8} --train {one_sample} --eval {one_sample} --epochs 0 --out {out}".split(), 2,
+                             "0 is not in the range"),
     "inspect: a .tflite": Case("inspect {int8} --calib {one_sample}".split(), 1, "edgepipe run"),
     "inspect: a .tflite named .keras": Case("inspect {tflite_keras} --calib {one_sample}".split(), 1, ".keras"),
     "inspect: a missing model": Case("inspect {root}/nope.keras --calib {one_sample}".split(), 1, "does not exist"),
