@@ -92,7 +92,11 @@ def read_inventory(path: str | Path, default_target: str | None) -> list[Device]
         target = entry.get("target") or default_target
         if not target:
             raise UsageError(f"inventory {path}, {label}: no target; give target = \"rpi4\" (or pass --target).")
-        require(get_target(target), Capability.SSH, f"--hosts (device {label})")
+        try:
+            chosen = get_target(target)
+        except UsageError as exc:
+            raise UsageError(f"inventory {path}, {label}: {exc}") from None
+        require(chosen, Capability.SSH, f"--hosts (device {label})")
         name = entry.get("name") or entry["host"]
         if name in names:
             raise UsageError(f"inventory {path}: two devices are called {name}; give each a name of its own.")

@@ -174,7 +174,6 @@ def world(tmp_path_factory) -> dict:
     paths["cfg_date"] = toml("date.toml", "model = 2024-01-01\n")
 
     # Fleet inventories.
-    port = _closed_port()
     device = '[[device]]\nname = "{name}"\nhost = "pi@127.0.0.1"\ntarget = "rpi4"\n'
     paths["inv_unknown_key"] = toml("inv_unknown_key.toml", device.format(name="pi") + 'colour = "red"\n')
     paths["inv_top_key"] = toml("inv_top_key.toml", '[[devices]]\nname = "pi"\nhost = "pi@h"\n')
@@ -192,7 +191,8 @@ def world(tmp_path_factory) -> dict:
     paths["inv_binary"] = toml("inv_binary.toml", bytes(range(128, 256)) * 8)
     paths["inv_empty"] = toml("inv_empty.toml", "")
     paths["inv_target_number"] = toml("inv_target_number.toml", '[[device]]\nname = "pi"\nhost = "pi@h"\ntarget = 4\n')
-    paths["inv_closed"] = toml("inv_closed.toml", device.format(name="pi") + f"port = {port}\n")
+    paths["inv_unknown_target"] = toml("inv_unknown_target.toml", '[[device]]\nname = "pi"\nhost = "pi@h"\n'
+                                       'target = "rpi9"\n')
 
     # Reports for rerun: each fails before any conversion.
     config = {"model": str(root / "gone.keras"), "calib": str(paths["one_sample"]), "out": str(root / "out")}
@@ -223,7 +223,7 @@ def world(tmp_path_factory) -> dict:
         (root / name).mkdir()
         (root / name / "report.json").write_text(text)
         paths[name] = root / name
-    paths["closed_port"] = str(port)
+    paths["closed_port"] = str(_closed_port())
     return paths
 
 
@@ -322,6 +322,8 @@ CASES = {
     "inventory: not TOML": Case("run {int8} --hosts {inv_not_toml}".split(), 2, "is not valid TOML"),
     "inventory: binary": Case("run {int8} --hosts {inv_binary}".split(), 2, "is not text"),
     "inventory: empty": Case("run {int8} --hosts {inv_empty}".split(), 2, "lists no [[device]] tables"),
+    "inventory: unknown target": Case("run {int8} --hosts {inv_unknown_target}".split(), 2,
+                                      "inv_unknown_target.toml, pi: unknown target 'rpi9'"),
     "inventory: target a number": Case("run {int8} --hosts {inv_target_number}".split(), 2, "target must be"),
     # rerun and report
     "rerun: truncated JSON": Case("rerun {rep_truncated}".split(), 2, "is not valid JSON"),
