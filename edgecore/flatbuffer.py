@@ -240,6 +240,13 @@ def read_graph(model: bytes) -> Graph:
                       _indices(graph.OutputsAsNumpy() if graph.OutputsLength() else (), tensors, "the model's outputs"))
                 if not io[0] or not io[1]:
                     raise _Malformed("its main subgraph has no " + ("inputs" if not io[0] else "outputs"))
+                constant = next((i for i in io[0] if tensors[i].constant), None)
+                if constant is not None:
+                    raise _Malformed(f"its input {constant} is a constant (stored weights), not an input")
+                made = {t for _, outs in wiring for t in outs} | set(io[0])
+                orphan = next((i for i in io[1] if i not in made and not tensors[i].constant), None)
+                if orphan is not None:
+                    raise _Malformed(f"no operator computes its output {orphan} ({len(wiring)} operators)")
                 first = (tuple(tensors), io, tuple(wiring))
         if first is None:
             raise _Malformed("the model has no subgraph")

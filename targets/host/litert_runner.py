@@ -40,7 +40,8 @@ def evaluate_raw(model: bytes, info: ModelInfo, q: np.ndarray, *, kernels: str, 
     with progress(len(q) if label else 0, label or "", log) as advance:
         try:
             return device_runner.run_batches(interpreter, q, batch, report=advance if label else None), batch
-        except RuntimeError as exc:  # a kernel refused the data, e.g. an id beyond an embedding table
+        except (RuntimeError, ValueError) as exc:  # a kernel refused the data (an id beyond an embedding table),
+            # or a damaged model's tensors do not fit what they are given ("Cannot set tensor: Dimension mismatch")
             raise TargetError(f"LiteRT could not run the model on these inputs ({first_line(exc)}); check that the "
                               "data is what the model takes (shape, range, token ids within the vocabulary).") from exc
 
@@ -51,7 +52,7 @@ def time_invocations(model: bytes, info: ModelInfo, sample: np.ndarray, *, kerne
     interpreter = make_interpreter(model, kernels=kernels, threads=threads)
     try:
         samples = device_runner.time_invokes(interpreter, quantize(sample[:1], info.inputs[0]), warmup, runs)
-    except RuntimeError as exc:  # e.g. "Input tensor 3 lacks data": a constant without its buffer
+    except (RuntimeError, ValueError) as exc:  # "Input tensor 3 lacks data": a constant without its buffer
         raise TargetError(f"LiteRT could not run the model ({first_line(exc)}); the file may be damaged: convert "
                           "the model again (e.g. with `edgepipe convert`) or copy it again.") from exc
     return latency_summary(samples), delegation(interpreter)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgecore.cstderr import CapturedStderr
-from edgecore.errors import TargetError
+from edgecore.errors import TargetError, first_line
 from edgecore.flatbuffer import OpUse
 from edgecore.model_info import ModelInfo, dequantize, quantize
 from edgecore.progress import progress
@@ -111,8 +111,12 @@ class ArenaUse:
 def _invoke(interpreter, info: ModelInfo, sample: np.ndarray | None) -> None:
     source = info.inputs[0]
     value = np.zeros(source.shape, dtype=np.dtype(source.dtype)) if sample is None else sample
-    interpreter.set_input(value, 0)
-    interpreter.invoke()
+    try:
+        interpreter.set_input(value, 0)
+        interpreter.invoke()
+    except (RuntimeError, ValueError) as exc:
+        raise TargetError(f"TFLM could not run the model ({first_line(exc)}); the model's input may not be what its "
+                          "file says: convert the model again (e.g. with `edgepipe convert`).") from exc
 
 
 def probe_arena_bytes(model: bytes, live_peak: int = 0) -> int:
@@ -223,7 +227,7 @@ def evaluate(model: bytes, info: ModelInfo, x: np.ndarray, arena_bytes: int) -> 
                 interpreter.set_input(q[row:row + 1], 0)
                 interpreter.invoke()
                 raw[row] = interpreter.get_output(0)[0]
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:
             failure = exc
         else:
             failure = None

@@ -236,3 +236,45 @@ def test_a_required_input_left_out_is_refused_before_litert_can_crash(tmp_path):
     read_graph.cache_clear()
     graph = read_graph(tflite_edit.save(model))
     assert [len(op.inputs) for op in graph.ops if op.name == "FULLY_CONNECTED"] == [2]
+
+
+def _without_operators(model):
+    model.subgraphs[0].operators = []
+
+
+def _input_is_a_weight(model):
+    import tflite_edit
+
+    inputs, _ = tflite_edit.op_tensors(model, "CONV_2D")
+    model.subgraphs[0].inputs = [inputs[1]]
+
+
+def _output_is_unwired(model):
+    model.subgraphs[0].outputs = [len(model.subgraphs[0].tensors) - 1]
+    model.subgraphs[0].operators = model.subgraphs[0].operators[:-1]
+
+
+@pytest.mark.parametrize("edit, words", [
+    (_without_operators, "no operator computes its output"),
+    (_input_is_a_weight, "is a constant (stored weights), not an input"),
+    (_output_is_unwired, "no operator computes its output"),
+])
+def test_graphs_litert_cannot_run_are_refused_by_the_reader(tmp_path, edit, words):
+    """Found by feeding fuzzed models the reader accepted to LiteRT: a graph without operators, or
+    whose input is a stored weight, made LiteRT raise a ValueError ("Tensor data is null", "Cannot
+    set tensor: Dimension mismatch") out of `edgepipe run`. The reader now refuses both, and LiteRT's
+    ValueErrors are TargetErrors in any case."""
+    import tflite_edit
+    from click.testing import CliRunner
+
+    from pipeline.cli.commands import main
+
+    model = tflite_edit.load(MODELS["tiny_int8"])
+    edit(model)
+    path = tmp_path / "edited.tflite"
+    path.write_bytes(tflite_edit.save(model))
+    for target in ("host", "cortex-m4"):
+        outcome = CliRunner().invoke(main, ["run", str(path), "--target", target, "--eval",
+                                            str(DATA.parent.parent / "calibration_data" / "mnist" / "calib.npz")])
+        assert outcome.exit_code == 1 and isinstance(outcome.exception, (SystemExit, type(None))), outcome.exception
+        assert words in outcome.stderr.strip().splitlines()[-1], outcome.stderr
