@@ -23,9 +23,10 @@ _SCHEMAS = ("ai_edge_litert.schema_py_generated",
             "tensorflow.lite.python.schema_py_generated")
 IDENTIFIER = b"TFL3"
 
-# TensorType enum value -> bytes per element (TFLite schema order; sub-byte types count as 1).
-_TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: 1, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8,
-               13: 4, 14: 4, 15: 4, 16: 2, 17: 1, 18: 2, 19: 1, 20: 1, 21: 1, 22: 1}
+# TensorType enum value -> bytes per element (TFLite schema order; sub-byte types count as 1; string,
+# resource and variant tensors hold references, counted as they always were).
+_TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8,
+               13: 4, 14: 2, 15: 4, 16: 2, 17: 1, 18: 2, 19: 1, 20: 1, 21: 1, 22: 1}
 _TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool", 7: "int16",
                8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64", 13: "resource",
                14: "variant", 15: "uint32", 16: "uint16", 17: "int4", 18: "bfloat16", 19: "int2", 20: "uint4",
