@@ -43,8 +43,8 @@ def _number(obj: Any, name: str, kind: type, low: float, *, optional: bool = Fal
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
         _set(obj, name, value)
-    if isinstance(value, bool) or not isinstance(value, kind) or (kind is float and not math.isfinite(value)) or value < low or \
-            (open_low and value == low):
+    if isinstance(value, bool) or not isinstance(value, kind) or (kind is float and not math.isfinite(value)) \
+            or value < low or (open_low and value == low):
         bound = f"more than {low}" if open_low else f"at least {low}"
         raise UsageError(f"{name} must be a {'whole number' if kind is int else 'number'} {bound}, not {value!r}.")
 
