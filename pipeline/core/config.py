@@ -11,7 +11,7 @@ import json
 import math
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,11 @@ def _from_dict(cls, data: dict[str, Any], what: str):
     unknown = sorted(set(data) - names)
     if unknown:
         raise UsageError(f"{what} has unknown keys {', '.join(unknown)}; known keys: {', '.join(sorted(names))}.")
+    missing = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+               and f.name not in data]
+    if missing:
+        raise UsageError(f"{what} has no {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                         f"required; give {missing[0]} (a path).")
     return cls(**data)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.core.artifacts import sha256_path
-from pipeline.core.config import ConvertConfig, blame, check_settings, read_json, settings_keys
+from pipeline.core.config import ConvertConfig, check_settings, read_json
 from pipeline.core.environment import SHAPING, environment, lock_sha256
 from pipeline.errors import UsageError
 
@@ -115,8 +115,8 @@ def rerun(report_path: str | Path, convert: Callable[[ConvertConfig], Any], out:
     report = _read(Path(report_path))
     try:
         config = ConvertConfig.from_dict(report["config"])
-    except UsageError as exc:
-        raise blame(exc, settings_keys(report["config"]), f"the report {report_path} (its config)") from None
+    except UsageError as exc:  # every setting came from the report
+        raise UsageError(f"the configuration in {report_path} cannot be repeated: {exc}") from None
     before = _recorded_artifacts(report, Path(report_path))
     differences = _inputs_changed(report, config, Path(report_path)) + _versions_changed(report)
     with tempfile.TemporaryDirectory(prefix="edgepipe-rerun-") as scratch:

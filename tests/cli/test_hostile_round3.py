@@ -215,6 +215,8 @@ def world(tmp_path_factory) -> dict:
     paths["rep_model_sha"] = report("model_sha.json", {**good, "model": {"sha256": 12345}})
     paths["rep_candidates"] = report("candidates.json", {**good, "candidates": {"int8": SHA}})
     paths["rep_model_gone"] = report("model_gone.json", good)
+    paths["rep_no_hashes"] = report("no_hashes.json", {k: v for k, v in good.items() if k != "candidates"})
+    paths["rep_no_model"] = report("no_model.json", {**good, "config": {"calib": config["calib"]}})
     paths["rep_deep"] = report("deep.json", "[" * 100000 + "]" * 100000)
     paths["rep_binary"] = report("binary.json", bytes(range(256)))
     paths["rep_nan"] = report("nan.json", json.dumps({**good, "config": {**config, "percentile": float("nan")}}))
@@ -333,7 +335,9 @@ CASES = {
     "rerun: a run report": Case("rerun {rep_run}".split(), 2, "no configuration to repeat"),
     "rerun: unknown config key": Case("rerun {rep_unknown_key}".split(), 2, "unknown key colour"),
     "rerun: wrong config type": Case("rerun {rep_wrong_type}".split(), 2, "calib_samples must be a whole number"),
-    "rerun: unknown recipe": Case("rerun {rep_bad_recipe}".split(), 2, "set by recipe in the report"),
+    "rerun: unknown recipe": Case("rerun {rep_bad_recipe}".split(), 2, "bad_recipe.json cannot be repeated: recipe"),
+    "rerun: no artifact hashes": Case("rerun {rep_no_hashes}".split(), 2, "None as the sha256 of the artifact"),
+    "rerun: no model in the config": Case("rerun {rep_no_model}".split(), 2, "cannot be repeated: config has no model"),
     "rerun: tampered artifact sha256": Case("rerun {rep_artifact_sha}".split(), 2, "'deadbeef' as the sha256"),
     "rerun: tampered model sha256": Case("rerun {rep_model_sha}".split(), 2, "12345 as the sha256 of the model"),
     "rerun: candidates not a list": Case("rerun {rep_candidates}".split(), 2, "candidates must be a list"),
