@@ -297,9 +297,12 @@ def _indices(values, tensors: list, what: str, *, optional=()) -> tuple[int, ...
 
 
 def _options(schema, op, name: str) -> dict:
-    """The builtin options edgepipe's checks read (SOFTMAX's beta); empty for other ops."""
-    if name == "SOFTMAX" and op.BuiltinOptionsType() == schema.BuiltinOptions.SoftmaxOptions:
-        table = op.BuiltinOptions()
+    """The builtin options edgepipe's checks read (SOFTMAX's beta, 0 when its options are missing, as
+    the runtimes read it); empty for other ops."""
+    if name == "SOFTMAX":
+        table = op.BuiltinOptions() if op.BuiltinOptionsType() == schema.BuiltinOptions.SoftmaxOptions else None
+        if table is None:  # the runtimes then read the schema default, 0
+            return {"beta": 0.0}
         options = schema.SoftmaxOptions()
         options.Init(table.Bytes, table.Pos)
         return {"beta": float(options.Beta())}

@@ -123,25 +123,35 @@ def inspect_model(model: bytes) -> ModelInfo:
 
 
 _INTEGER_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+_TINY = float(np.finfo(np.float32).tiny)  # below the smallest normal float32: no converter writes such a scale
 
 
 def quantization_problems(model: bytes) -> list[str]:
     """Quantization parameters no runtime can honour, each a sentence naming the tensor: a scale
-    that is NaN, infinite or negative anywhere; on an activation or an input/output of an integer
-    type, a scale of 0 (it maps every value to the zero point) or a zero point outside the type.
+    that is NaN, infinite, negative or subnormal anywhere; on an activation or an input/output of an
+    integer type, a scale of 0 (it maps every value to the zero point) or a zero point outside the
+    type; an int8/int16 activation without any quantization in a quantized model.
     LiteRT refuses some of these, TFLM runs most of them and computes garbage, so every target
     checks them before anything runs. Weights are left to the runtimes (a constant channel may have
     a scale of 0)."""
     graph = read_graph(bytes(model))
     io = {index: "input" for index in graph.inputs} | {index: "output" for index in graph.outputs}
     problems = []
+    quantized_model = any(t.scales and t.dtype in _INTEGER_RANGES for t in graph.tensors)
     for tensor in graph.tensors:
         role = io.get(tensor.index, "tensor")
-        bad = next((s for s in tensor.scales if not math.isfinite(s) or s < 0), None)
+        name = tensor.name.split(";")[0]  # the converter joins every name a fused tensor had
+        if quantized_model and not tensor.scales and not tensor.constant and tensor.dtype in ("int8", "int16") \
+                and role == "tensor":
+            problems.append(f"the tensor {name} is {tensor.dtype} without a scale or zero point in a quantized "
+                            "model (they were lost or edited), which the int8 kernels cannot compute with; quantize "
+                            "the model again, e.g. with `edgepipe convert`")
+            continue
+        bad = next((s for s in tensor.scales if not math.isfinite(s) or s < 0 or 0 < s < _TINY), None)
         if bad is None and not tensor.constant and tensor.scales and tensor.dtype in _INTEGER_RANGES:
             bad = next((s for s in tensor.scales if s == 0), None)
         if bad is not None:
-            problems.append(f"the {role} {tensor.name} has the quantization scale {bad:g}, which maps no value to a "
+            problems.append(f"the {role} {name} has the quantization scale {bad:g}, which maps no value to a "
                             "number (the file was edited or damaged); quantize the model again, e.g. with "
                             "`edgepipe convert`")
             continue
@@ -149,9 +159,20 @@ def quantization_problems(model: bytes) -> list[str]:
         if low is not None and tensor.scales and not tensor.constant and \
                 any(not low <= z <= high for z in tensor.zero_points):
             zero = next(z for z in tensor.zero_points if not low <= z <= high)
-            problems.append(f"the {role} {tensor.name} has the zero point {zero}, outside {tensor.dtype} ({low} to "
+            problems.append(f"the {role} {name} has the zero point {zero}, outside {tensor.dtype} ({low} to "
                             f"{high}); quantize the model again, e.g. with `edgepipe convert`")
     return problems
+
+
+def parameter_problems(model: bytes) -> list[str]:
+    """Op parameters that make a model compute nothing useful, as sentences: a SOFTMAX whose beta is
+    missing (read as 0), not finite, negative or subnormal (LiteRT runs it and every output is the
+    same; its int8 reference kernel and TFLM abort on it)."""
+    return [f"layer {op.layer} (SOFTMAX) has beta {op.options['beta']:g} (its options are missing or were edited); "
+            "convert the model again (e.g. with `edgepipe convert`)"
+            for op in read_graph(bytes(model)).ops
+            if op.name == "SOFTMAX" and not (math.isfinite(op.options.get("beta", 1.0)) and op.options.get("beta", 1.0)
+                                             >= _TINY)]
 
 
 def quantize(x: np.ndarray, tensor: TensorInfo) -> np.ndarray:

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from edgecore.model_info import inspect_model, quantization_problems
+from edgecore.model_info import inspect_model, parameter_problems, quantization_problems
 from edgecore.vocab import Capability, Kernels
 from targets.base import RunOptions, Target, TargetResult
 
@@ -25,7 +25,7 @@ def litert_problems(model: bytes) -> list[str]:
                               if op.name.removeprefix("CUSTOM:").startswith("Flex")))
     problems = [f"it uses TensorFlow (Flex) ops ({', '.join(flex)}), which LiteRT alone does not run; convert the "
                 "model without select TensorFlow ops (edgepipe's converter never adds them)"] if flex else []
-    return problems + quantization_problems(model)
+    return problems + quantization_problems(model) + parameter_problems(model)
 
 
 class HostTarget(Target):

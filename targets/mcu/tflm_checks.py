@@ -39,6 +39,7 @@ import numpy as np
 
 from edgecore.flatbuffer import OpUse
 
+_NORMAL = float(np.finfo(np.float32).tiny)  # the smallest normal float32: a smaller beta was edited in
 _COMPARISONS = {"EQUAL", "NOT_EQUAL", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL"}
 _QUANTIZED = {"int8", "int16"}
 _HYBRID = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D"}  # TFLM refuses float input x int8 weights in each
@@ -97,6 +98,9 @@ def _add_like(op: OpUse, first_only: bool) -> str | None:
 def _softmax(op: OpUse) -> str | None:
     source = op.inputs[0]
     beta = op.options.get("beta", 1.0) if op.name == "SOFTMAX" else 1.0
+    if not (math.isfinite(beta) and beta >= _NORMAL):
+        return (f"layer {op.layer} (SOFTMAX) has beta {beta:g} (its options are missing or were edited), which makes "
+                "TFLM abort; convert the model again (e.g. with `edgepipe convert`)")
     product = min(beta * _scale(source) * 2.0**26, 2.0**31 - 1)
     if not product > 1.0:
         return (f"layer {op.layer} ({op.name}): its input spans only {_range(source)} on the calibration data "

@@ -83,6 +83,23 @@ def _with_custom(blob: bytes, old: str, code: str) -> bytes:
     return tflite_edit.save(model)
 
 
+def _edited(blob: bytes, edit) -> bytes:
+    model = tflite_edit.load(blob)
+    edit(model)
+    return tflite_edit.save(model)
+
+
+def _softmax_without_options(model) -> None:
+    inputs, _ = tflite_edit.op_tensors(model, "SOFTMAX")
+    op = next(op for op in model.subgraphs[0].operators if list(op.inputs) == inputs)
+    op.builtinOptions, op.builtinOptionsType = None, 0
+
+
+def _dense_output_unquantized(model) -> None:
+    _, outputs = tflite_edit.op_tensors(model, "FULLY_CONNECTED")
+    model.subgraphs[0].tensors[outputs[0]].quantization = None
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """Every broken, tampered or odd file the cases refer to, made once, without TensorFlow."""
@@ -109,6 +126,9 @@ def world(tmp_path_factory) -> dict:
     paths["nan_out"] = write("nan_out.tflite", tflite_edit.set_scale(blob, "SOFTMAX", "outputs", 0, float("nan")))
     paths["gelu"] = write("gelu.tflite", _with_op(blob, "SOFTMAX", "GELU"))
     paths["topk"] = write("topk.tflite", _with_op(blob, "SOFTMAX", "TOPK_V2"))
+    paths["no_beta"] = write("no_beta.tflite", _edited(blob, _softmax_without_options))
+    paths["lost_quant"] = write("lost_quant.tflite", _edited(blob, _dense_output_unquantized))
+    paths["subnormal"] = write("subnormal.tflite", tflite_edit.set_scale(blob, "CONV_2D", "outputs", 0, 1e-41))
     paths["flex"] = write("flex.tflite", _with_custom(blob, "SOFTMAX", "FlexSoftmax"))
     paths["npu_op"] = write("npu_op.tflite", _with_custom(blob, "SOFTMAX", "ethos-u"))
     (root / "a_folder.tflite").mkdir()
@@ -243,6 +263,12 @@ CASES = {
     "run: infinite scale, cortex-m4": Case("run {inf_dense} --target cortex-m4".split(), 1, "scale inf"),
     "run: NaN softmax output scale, host": Case(R("nan_out").split(), 1, "the output StatefulPartitionedCall_1:0"),
     "run: an op TFLM lacks": Case("run {gelu} --target cortex-m4".split(), 1, "no kernel for GELU"),
+    "run: softmax options lost, host": Case(R("no_beta").split(), 1, "(SOFTMAX) has beta 0"),
+    "run: softmax options lost, TFLM": Case("run {no_beta} --target cortex-m4".split(), 1, "has beta 0"),
+    "run: quantization lost, host": Case(R("lost_quant").split(), 1, "is int8 without a scale or zero point"),
+    "run: quantization lost, TFLM": Case("run {lost_quant} --target cortex-m4".split(), 1, "without a scale"),
+    "run: a subnormal scale": Case(R("subnormal").split(), 1, "quantization scale 9.99967e-42"),
+    "deploy: softmax options lost": Case("deploy {no_beta} --target cortex-m4 --out {out}".split(), 1, "beta 0"),
     "run: Flex ops on the host": Case(R("flex").split(), 1, "TensorFlow (Flex) ops (FlexSoftmax)"),
     "run: Flex ops on a Pi": Case("run {flex} --target rpi4 --host pi@127.0.0.1".split(), 1, "(Flex) ops"),
     "run: an NPU op on the host": Case(R("npu_op").split(), 1, "no kernel for the custom op ethos-u"),
