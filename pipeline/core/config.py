@@ -395,7 +395,7 @@ _NUMBER = (_is_number, "a finite number")
 _NAMES = (_is_names, "a list of names such as [\"host\", \"cortex-m4\"] (or one comma-separated string)")
 _SIZES = (_is_sizes, "a list of sizes such as [96, 96, 3]")
 SETTINGS_SCHEMA: dict[str, Any] = {
-    "model": _PATH, "calib": _PATH, "eval": _PATH, "recipe": _TEXT, "out": _PATH, "targets": _NAMES,
+    "model": _PATH, "calib": _PATH, "eval": _PATH, "holdout": _PATH, "recipe": _TEXT, "out": _PATH, "targets": _NAMES,
     "float_io": _FLAG, "dynamic_batch": _FLAG, "unsafe": _FLAG, "overwrite": _FLAG, "calib_samples": _COUNT,
     "preprocess": {"scale": _NUMBER, "offset": _NUMBER, "color_mode": _TEXT},
     "run": {"threads": _COUNT, "warmup": _COUNT, "runs": _COUNT, "batch_size": _COUNT, "emulate": _FLAG,

@@ -371,8 +371,8 @@ CASES = {
     "rerun: nested too deeply": Case("rerun {rep_deep}".split(), 2, "too deeply"),
     "rerun: binary": Case("rerun {rep_binary}".split(), 2, "is not text"),
     "rerun: NaN in the config": Case("rerun {rep_nan}".split(), 2, "percentile must be a finite number"),
-    "report: a cut report.json": Case("report {report_cut}".split(), 2, "no readable report.json"),
-    "report: a list": Case("report {report_list}".split(), 2, "is not an edgepipe report"),
+    "report: a cut report.json": Case("report {report_cut}".split(), 2, "is not JSON"),
+    "report: a list": Case("report {report_list}".split(), 2, "holds a JSON list, not a report object"),
 }
 
 

@@ -69,3 +69,16 @@ def test_unknown_keys_are_named():
 def test_ssh_hosts_that_are_options_or_empty_are_refused(host):
     with pytest.raises(UsageError, match="is not a host name"):
         SshOptions(host=host)
+
+
+def test_the_settings_schema_knows_every_config_field():
+    # A field added to a config class must be added to the schema that checks -c files and report configs.
+    from dataclasses import fields
+
+    from pipeline.core.config import SETTINGS_SCHEMA, ConvertConfig, PreprocessOverrides, QatOptions
+    from targets import RunOptions, SshOptions
+
+    assert set(SETTINGS_SCHEMA) == {f.name for f in fields(ConvertConfig)}
+    for name, cls in (("preprocess", PreprocessOverrides), ("qat", QatOptions), ("run", RunOptions)):
+        assert set(SETTINGS_SCHEMA[name]) == {f.name for f in fields(cls)}, name
+    assert set(SETTINGS_SCHEMA["run"]["ssh"]) == {f.name for f in fields(SshOptions)}

@@ -90,10 +90,7 @@ COMMANDS = {
 }
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=False, reason="fixed separately: onnx2tf rewrites the .onnx "
-                                               "in place; the fix copies it first"))
-    if name == "convert ONNX" else name for name in COMMANDS])
+@pytest.mark.parametrize("name", list(COMMANDS))
 def test_a_command_leaves_its_inputs(inputs, tmp_path, name):
     argv, code = COMMANDS[name]
     before = _snapshot(inputs["root"])
