@@ -163,18 +163,27 @@ class BoardProfile(Profile):
                 "flash_kib": self.flash_bytes / 1024, "active_power_mw": self.active_power_mw}
 
 
+REQUIRED_KEYS = ("clock_hz", "sram_bytes", "flash_bytes", "active_power_mw", "cycle_model")
+
+
+def read_board_files(folder: Path, cls: type[BoardProfile], *, required: tuple[str, ...] = REQUIRED_KEYS,
+                     skip: frozenset[str] | set[str] = frozenset()) -> dict[str, BoardProfile]:
+    """Every board profile file in ``folder`` (not its sub-folders) as ``cls``, by name; a file that
+    lacks a required key is a UsageError naming it."""
+    profiles = {}
+    for path in sorted(folder.glob("*.toml")):
+        if path.stem in skip:
+            continue
+        data = tomllib.loads(path.read_text())
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise UsageError(f"board profile {path} lacks {', '.join(missing)}; add them with their sources.")
+        profiles[data["name"]] = cls(name=data["name"], title=data["title"], core=data["core"],
+                                     kernels=data["kernels"], data=data)
+    return profiles
+
+
 @functools.lru_cache(maxsize=None)
 def load_profiles() -> dict[str, BoardProfile]:
     """Every MCU board profile under ``targets/boards``, by name."""
-    profiles = {}
-    for path in sorted(BOARDS_DIR.glob("*.toml")):
-        if path.stem in SHARED_FILES:
-            continue
-        data = _read(path.stem)
-        missing = [k for k in ("clock_hz", "sram_bytes", "flash_bytes", "active_power_mw", "cycle_model")
-                   if k not in data]
-        if missing:
-            raise UsageError(f"board profile {path} lacks {', '.join(missing)}; add them with their sources.")
-        profiles[data["name"]] = BoardProfile(name=data["name"], title=data["title"], core=data["core"],
-                                              kernels=data["kernels"], data=data)
-    return profiles
+    return read_board_files(BOARDS_DIR, BoardProfile, skip=SHARED_FILES)

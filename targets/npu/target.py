@@ -8,12 +8,11 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import tomllib
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgecore.errors import TargetError, UsageError
+from edgecore.errors import TargetError
 from edgecore.flatbuffer import OpUse, read_graph, read_ops
 from edgecore.model_info import inspect_model
 from edgecore.vocab import Capability
@@ -23,7 +22,7 @@ from targets.mcu import tflm
 from targets.mcu.deploy import build_bundle
 from targets.mcu.memory import live_peak
 from targets.mcu.target import McuTarget
-from targets.profiles import BOARDS_DIR, BoardProfile, shared
+from targets.profiles import BOARDS_DIR, REQUIRED_KEYS, BoardProfile, read_board_files, shared
 
 from .vela import ETHOS_U_OP, VelaConfig, VelaResult, compile_tflite
 
@@ -77,16 +76,7 @@ class NpuProfile(BoardProfile):
 @functools.lru_cache(maxsize=None)
 def load_npu_profiles() -> dict[str, NpuProfile]:
     """Every Ethos-U board profile under ``targets/boards/npu``, by target name."""
-    profiles = {}
-    for path in sorted(NPU_DIR.glob("*.toml")):
-        data = tomllib.loads(path.read_text())
-        missing = [k for k in ("clock_hz", "sram_bytes", "flash_bytes", "active_power_mw", "cycle_model", "npu")
-                   if k not in data]
-        if missing:
-            raise UsageError(f"board profile {path} lacks {', '.join(missing)}; add them with their sources.")
-        profiles[data["name"]] = NpuProfile(name=data["name"], title=data["title"], core=data["core"],
-                                            kernels=data["kernels"], data=data)
-    return profiles
+    return read_board_files(NPU_DIR, NpuProfile, required=(*REQUIRED_KEYS, "npu"))
 
 
 def _quantized_compute(ops: list[OpUse]) -> bool:
