@@ -140,7 +140,7 @@ def _token_ids(raw: np.ndarray, spec: Preprocess, path: Path, role: str) -> np.n
         whole = np.isfinite(raw) & (raw == np.round(raw))
         if not whole.all():
             raise DataError(f"{role} {path}: the model takes integer ids ({spec.dtype}), but 'x' holds non-integer "
-                            f"values such as {raw[~whole].flat[0]!r}; save the token ids themselves.")
+                            f"values such as {float(raw[~whole].flat[0])!r}; save the token ids themselves.")
     elif raw.dtype.kind not in "iu":
         raise DataError(f"{role} {path}: the model takes integer ids ({spec.dtype}), not {raw.dtype} values; "
                         "save the token ids as integers.")

@@ -13,6 +13,7 @@ import shutil
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -49,6 +50,9 @@ def inputs(tmp_path_factory, tiny_keras, legacy_h5, saved_model_dir, small_npz, 
     shutil.copy(TINY_INT8, paths["tflite"])
     shutil.copy(small_npz, paths["npz"])
     shutil.copytree(image_folder, paths["images"])
+    paths["complex"] = root / "complex.npz"
+    with np.load(paths["npz"]) as data:
+        np.savez(paths["complex"], x=data["x"][:20].astype(np.complex64), y=data["y"][:20])
     paths["inventory"].write_text(f'[[device]]\nname = "gone"\nhost = "nobody@127.0.0.1"\nport = {_closed_port()}\n'
                                   'target = "rpi4"\n')
     before = _snapshot(root)
@@ -87,6 +91,8 @@ COMMANDS = {
     "run .tflite on a fleet": ("run {tflite} --hosts {inventory} --eval {npz} --out {out}", None),
     "deploy .tflite": ("deploy {tflite} --target cortex-m4 --out {out}", 0),
     "inspect .tflite": ("inspect {tflite} --calib {npz}", 1),
+    "convert with complex data": ("convert {keras} --calib {complex} --out {out}", 1),
+    "inspect with complex data": ("inspect {keras} --calib {npz} --eval {complex}", 1),
 }
 
 
