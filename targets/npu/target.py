@@ -147,7 +147,7 @@ class NpuTarget(Target):
         cpu_cycles = estimate_cycles(model_work(fallback), table) if fallback else 0.0
         npu_ms = summary["cycles_total"] / profile.npu_clock_hz * 1e3
         cpu_ms = cpu_cycles / profile.clock_hz * 1e3
-        memory = self.memory(model, compiled)
+        memory = self.memory(compiled, fallback)
         latency_ms = npu_ms + cpu_ms
         moved = summary["bytes_moved"]
         op_pj = (summary["nn_macs"] * ENERGY_PJ["int8_mac"] + moved["dram"] * ENERGY_PJ["dram_byte"]
@@ -191,7 +191,7 @@ class NpuTarget(Target):
         cpu_tensors = {op["tensor"] for op in compiled.summary["cpu_ops"]}
         return [op for op in (ops or read_ops(model)) if op.outputs and op.outputs[0].name in cpu_tensors]
 
-    def memory(self, model: bytes, compiled: VelaResult) -> dict:
+    def memory(self, compiled: VelaResult, fallback: list[OpUse]) -> dict:
         """RAM, storage and the fit verdict. The arena is the largest set of tensors live at once in the
         compiled model (Vela's scratch, where the NPU keeps its feature maps, included) plus the device
         margin: estimated, not verified, since TFLM here cannot run the ``ethos-u`` op."""
@@ -207,8 +207,11 @@ class NpuTarget(Target):
             summary["flash_bytes"] + summary["on_chip_flash_bytes"])
         storage_bytes = int(profile.value("dram_bytes" if profile.model_storage == "dram" else "flash_bytes"))
         flash = stored + code
-        reasons = [f"TensorFlow Lite Micro has no kernel for {tflm.describe_unsupported(missing)}, which Vela "
-                   "leaves to the CPU" for missing in [tflm.unsupported_ops(self.fallback(model, compiled))] if missing]
+        reasons = []
+        missing = tflm.unsupported_ops(fallback)
+        if missing:
+            reasons.append(f"TensorFlow Lite Micro has no kernel for {tflm.describe_unsupported(missing)}, which "
+                           "Vela leaves to the CPU")
         sram_need = ram if profile.arena_memory == "sram" else summary["sram_bytes"]
         if sram_need > profile.sram_bytes:
             reasons.append(f"SRAM: needs {sram_need:,} B (Vela's {summary['sram_bytes']:,} B of NPU SRAM"
@@ -220,7 +223,8 @@ class NpuTarget(Target):
             reasons.append(f"{profile.model_storage}: the compiled model and TFLM code need {flash:,} B, the board "
                            f"has {storage_bytes:,} B")
         return {
-            "npu_sram_bytes": summary["sram_bytes"], "arena_bytes": arena, "arena_method":
+            "npu_sram_bytes": summary["sram_bytes"], "arena_live_tensor_bytes": peak, "arena_bytes": arena,
+            "arena_method":
                 "estimated: live tensors of the Vela-compiled model (NPU scratch included) + "
                 f"{runtime['arena_margin']['fraction']:.0%} margin; not verified (no ethos-u kernel here)",
             "ram_bytes": ram, "flash_bytes": flash, "model_storage": profile.model_storage,
@@ -236,10 +240,10 @@ class NpuTarget(Target):
         if problems:
             raise TargetError(f"{self.name}: {problems[0]}.")
         compiled = self.compile(model)
-        memory = self.memory(model, compiled)
-        peak, _ = live_peak(read_graph(compiled.compiled))
+        memory = self.memory(compiled, self.fallback(model, compiled))
         return build_bundle(compiled.compiled, inspect_model(compiled.compiled), target=self.name,
-                            arena_bytes=memory["arena_bytes"], arena_measured=peak, tool_version=tool_version,
+                            arena_bytes=memory["arena_bytes"], arena_measured=memory["arena_live_tensor_bytes"],
+                            tool_version=tool_version,
                             arena_note=("the largest set of tensors live at once in the Vela-compiled model (Vela's "
                                         "scratch for the NPU included), estimated: TFLM on the build machine cannot "
                                         "run the ethos-u op"),
