@@ -19,7 +19,7 @@ from pipeline.run.context import Context
 from pipeline.run.inspection import InspectConfig
 from pipeline.run.plan import plan
 from pipeline.run.stages import run_pipeline
-from pipeline.train.distribute import prepare as prepare_devices
+from pipeline.train.distribute import prepared
 from targets import (
     Capability,
     RunOptions,
@@ -57,8 +57,11 @@ def convert(config: ConvertConfig, *, isolated: bool | None = None) -> Conversio
     naming what was being converted, never a dead process."""
     if not isinstance(config, ConvertConfig):
         raise UsageError(f"convert() takes a ConvertConfig, not {type(config).__name__}.")
-    if config.qat is not None:
-        prepare_devices(config.qat.strategy)
+    with prepared(config.qat.strategy if config.qat is not None else None):
+        return _convert_prepared(config, isolated)
+
+
+def _convert_prepared(config: ConvertConfig, isolated: bool | None) -> ConversionResult:
     run_plan = plan(config)
     if run_plan.writes:
         check_writable(config.out, run_plan.outputs, config.overwrite)
@@ -244,6 +247,9 @@ def rebuild_reports(folder: str | Path, *, html: bool = True) -> list[Path]:
         report = json.loads(text)
     except ValueError as exc:
         raise UsageError(f"{path} is not JSON ({exc}); {_write_again(folder, None)}.") from exc
+    except RecursionError as exc:
+        raise UsageError(f"{path} nests arrays or objects too deeply to be a report; "
+                         f"{_write_again(folder, None)}.") from exc
     if not isinstance(report, dict):
         raise UsageError(f"{path} holds a JSON {type(report).__name__}, not a report object; "
                          f"{_write_again(folder, None)}.")
@@ -255,6 +261,14 @@ def rebuild_reports(folder: str | Path, *, html: bool = True) -> list[Path]:
     except MissingKey as exc:
         raise UsageError(f"{path} lacks the key '{exc.path}', which the reports need (it was written by another "
                          f"version of edgepipe, or edited); {_write_again(folder, report)}.") from exc
+    except RecursionError as exc:
+        raise UsageError(f"{path} nests its values too deeply to be a report (edited?); "
+                         f"{_write_again(folder, report)}.") from exc
+    except (TypeError, ValueError, AttributeError, IndexError) as exc:
+        # A key of the wrong type (a list where a table belongs, a string for a number): the file
+        # was edited or damaged. The pages are rendered before anything is written.
+        raise UsageError(f"{path} has a value of the wrong type ({type(exc).__name__}: {exc}); it was edited or "
+                         f"damaged; {_write_again(folder, report)}.") from exc
     return [folder / name for name in names if name != "report.json"]
 
 

@@ -16,21 +16,21 @@ import sys
 # TensorFlow's C++ start-up chatter would drown our progress lines on stderr.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _log = logging.getLogger(__name__)
-# Set by pipeline.train.distribute.prepare before TensorFlow starts; acted on at its start-up (at_startup).
+# Set by pipeline.train.distribute.prepared before TensorFlow starts; acted on at its start-up (at_startup).
 CPU_REPLICAS = "EDGEPIPE_CPU_REPLICAS"
 MULTI_WORKER = "EDGEPIPE_MULTI_WORKER"
 _STARTED: dict = {}  # the MultiWorkerMirroredStrategy made at TensorFlow's start-up
 
 
 def at_startup(tf) -> None:
-    """Called right after TensorFlow is imported: what ``distribute.prepare`` asked for."""
+    """Called right after TensorFlow is imported: what ``distribute.prepared`` asked for."""
     split_cpu(tf)
     if os.environ.get(MULTI_WORKER) == "1" and "strategy" not in _STARTED:
         _STARTED["strategy"] = tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def split_cpu(tf) -> None:
-    """The logical CPUs ``distribute.prepare`` asked for, when no GPU is there (too late once TensorFlow
+    """The logical CPUs ``distribute.prepared`` asked for, when no GPU is there (too late once TensorFlow
     has started: then one device, and a warning)."""
     count = int(os.environ.get(CPU_REPLICAS, "0") or 0)
     if count < 2 or tf.config.list_physical_devices("GPU"):

@@ -14,10 +14,12 @@ The batch size is the global batch: each step splits it across all replicas.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import UsageError
@@ -53,14 +55,26 @@ def is_chief(strategy: Strategy) -> bool:
                                        and "chief" not in config["cluster"])
 
 
-def prepare(strategy: Strategy) -> None:
+@contextlib.contextmanager
+def prepared(strategy: Strategy | None) -> Iterator[None]:
     """Before TensorFlow starts: ask for two logical CPUs when mirroring without GPUs, or for the
-    collective ops multi-worker training needs (TensorFlow sets both up only at start-up)."""
-    if strategy is Strategy.MIRRORED:
-        os.environ.setdefault(CPU_REPLICAS, "2")
-    if strategy is Strategy.MULTI_WORKER:
-        is_chief(strategy)  # TF_CONFIG must be there
-        os.environ[MULTI_WORKER] = "1"
+    collective ops multi-worker training needs (TensorFlow sets both up only at start-up). The
+    request is made through the environment of the worker started inside the block, and taken back
+    when the block ends, so later workers of the same process start as usual."""
+    saved = {name: os.environ.get(name) for name in (CPU_REPLICAS, MULTI_WORKER)}
+    try:
+        if strategy is Strategy.MIRRORED:
+            os.environ.setdefault(CPU_REPLICAS, "2")
+        if strategy is Strategy.MULTI_WORKER:
+            is_chief(strategy)  # TF_CONFIG must be there
+            os.environ[MULTI_WORKER] = "1"
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def make_strategy(tf, strategy: Strategy):

@@ -241,7 +241,10 @@ def world(tmp_path_factory) -> dict:
     paths["rep_binary"] = report("binary.json", bytes(range(256)))
     paths["rep_nan"] = report("nan.json", json.dumps({**good, "config": {**config, "percentile": float("nan")}}))
     # report DIR: a folder whose report.json is cut short, or not an object.
-    for name, text in (("report_cut", json.dumps(good)[:25]), ("report_list", "[]")):
+    wrong_type = dict(good, targets={}, artifact=[1, 2])
+    deep = '{"schema": 1, "targets": {}, "artifact": ' + "[" * 100000 + "]" * 100000 + "}"
+    for name, text in (("report_cut", json.dumps(good)[:25]), ("report_list", "[]"), ("report_deep", deep),
+                       ("report_wrong_type", json.dumps(wrong_type))):
         (root / name).mkdir()
         (root / name / "report.json").write_text(text)
         paths[name] = root / name
@@ -373,6 +376,8 @@ CASES = {
     "rerun: NaN in the config": Case("rerun {rep_nan}".split(), 2, "percentile must be a finite number"),
     "report: a cut report.json": Case("report {report_cut}".split(), 2, "is not JSON"),
     "report: a list": Case("report {report_list}".split(), 2, "holds a JSON list, not a report object"),
+    "report: nested too deeply": Case("report {report_deep}".split(), 2, "nests arrays or objects too deeply"),
+    "report: a list where a table belongs": Case("report {report_wrong_type}".split(), 2, "value of the wrong type"),
 }
 
 

@@ -108,3 +108,26 @@ def test_multi_worker_needs_tf_config(tmp_path):
     process = _qat(tmp_path, "multi-worker", {"TF_CONFIG": ""})
     _, err = process.communicate(timeout=300)
     assert process.returncode == 2 and "set it in every worker's environment" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.fast
+def test_the_start_up_request_is_taken_back_after_the_run(monkeypatch):
+    """The CPU split or multi-worker request reaches the worker started inside the block, and no
+    later worker of the same process (a plain conversion) inherits it."""
+    from pipeline.frontend.keras_compat import CPU_REPLICAS, MULTI_WORKER
+    from pipeline.train.distribute import prepared
+    from pipeline.vocab import Strategy
+
+    monkeypatch.delenv(CPU_REPLICAS, raising=False)
+    monkeypatch.delenv(MULTI_WORKER, raising=False)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    with prepared(Strategy.MIRRORED):
+        assert os.environ[CPU_REPLICAS] == "2"
+    with prepared(Strategy.MULTI_WORKER):
+        assert os.environ[MULTI_WORKER] == "1"
+    assert CPU_REPLICAS not in os.environ and MULTI_WORKER not in os.environ
+    monkeypatch.setenv(CPU_REPLICAS, "4")  # the user's own choice survives
+    with prepared(Strategy.MIRRORED):
+        assert os.environ[CPU_REPLICAS] == "4"
+    assert os.environ[CPU_REPLICAS] == "4"
