@@ -291,9 +291,15 @@ def test_lambda_code_does_not_run_even_with_a_good_output_folder(world, tmp_path
     assert not world["marker"].exists()
 
 
+def _default_interrupt() -> None:
+    # A suite started as a background job of a non-interactive shell (CI, nohup ... &) inherits SIGINT
+    # ignored, and so would the command under test; a user's terminal delivers it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*argv, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_interrupt, **kwargs)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
