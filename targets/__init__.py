@@ -8,10 +8,12 @@ This module is the layer's public surface: the pipeline uses these names and not
 from edgecore.vocab import Capability
 
 from .base import MAX_THREADS, DeployBundle, RunOptions, SshOptions, Target, TargetResult
+from .mcu.memory import live_peak
 from .registry import (
                        available_targets,
                        check_options,
                        get_target,
+                       int16_refusal,
                        register_target,
                        require,
                        targets_with,
@@ -20,5 +22,5 @@ from .registry import (
 from .worker import breadcrumb, call_isolated, in_worker, retried_after
 
 __all__ = ["MAX_THREADS", "Capability", "DeployBundle", "RunOptions", "SshOptions", "Target", "TargetResult",
-           "available_targets", "breadcrumb", "call_isolated", "check_options", "get_target", "in_worker",
+           "available_targets", "breadcrumb", "call_isolated", "check_options", "get_target", "in_worker", "int16_refusal", "live_peak",
            "register_target", "require", "retried_after", "targets_with", "unregister_target"]

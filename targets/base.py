@@ -158,6 +158,7 @@ class Target(abc.ABC):
     name: str = ""
     description: str = ""
     capabilities: frozenset[Capability] = frozenset()
+    kernel_runtime: str | None = None  # whose kernels run the ops: a [section] of targets/kernels.toml
 
     def summary(self) -> dict[str, Any]:
         """One row for ``edgepipe targets``."""

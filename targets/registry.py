@@ -110,3 +110,11 @@ def check_options(target: Target, options: RunOptions) -> None:
     """Refuse options the target cannot honour, instead of quietly ignoring them."""
     for capability, option in options.needs.items():
         require(target, capability, option)
+
+
+def int16_refusal(names, op: str) -> str | None:
+    """Why one of the targets ``names`` cannot compute ``op`` in int16 (its runtime has no such kernel)."""
+    from .kernels import int16_refusal as refusal
+
+    runtimes = [get_target(name).kernel_runtime for name in names]
+    return refusal(list(dict.fromkeys(r for r in runtimes if r)), op)

@@ -100,7 +100,7 @@ def _config(ctx: click.Context, keys: dict[str, str], defaults: dict | None = No
             settings[key] = value
     if not settings.get("model"):
         raise UsageError("give MODEL (a .keras, .h5 or SavedModel folder), or a -c config file that names it.")
-    for key in ("float_layers", "recipes", "calibrations", "targets"):
+    for key in ("float_layers", "int16_layers", "recipes", "calibrations", "targets"):
         if isinstance(settings.get(key), str):
             settings[key] = [part.strip() for part in settings[key].split(",") if part.strip()]
     for key, (option, choices) in (lists or {}).items():
@@ -126,7 +126,7 @@ def _config(ctx: click.Context, keys: dict[str, str], defaults: dict | None = No
 def convert(ctx, as_json, **_):
     """Quantize MODEL (.keras, .h5 or SavedModel folder) and verify it against the float model."""
     keys = {**SHARED_KEYS, "recipe": "recipe", "targets": "targets", "calibration": "calibration",
-            "float_layers": "float_layers", "allow_float_on_mcu": "allow_float_on_mcu", "diagnose": "diagnose"}
+            "float_layers": "float_layers", "int16_layers": "int16_layers", "allow_float_on_mcu": "allow_float_on_mcu", "diagnose": "diagnose"}
     _emit(api.convert(_config(ctx, keys)).report, as_json)
 
 
@@ -145,6 +145,9 @@ def convert(ctx, as_json, **_):
               help="int8 weight scales per output channel, or per tensor.")
 @click.option("--activations", type=click.Choice(Activations.choices()), default=str(Activations.ASYMMETRIC),
               show_default=True, help="int8 activation zero points free, or symmetric (0).")
+@click.option("--int16-layers", metavar="auto|NAME[,NAME]", default=None,
+              help="Add an int8 candidate with int16 islands: these layers (or LAYER:OP), or auto (the fewest ops, "
+              "by measured effect on held-out data).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
               help="What a recommendation may lose against float [1 point; for a language model, % of perplexity].")
 @preprocess_options
@@ -154,7 +157,8 @@ def convert(ctx, as_json, **_):
 def compare(ctx, as_json, **_):
     """Every recipe (and int8 calibration) of MODEL on every target, side by side: the matrix, what
     fits where, the Pareto front, and a recommendation per target; report.html shows it."""
-    keys = {**SHARED_KEYS, "recipes": "recipes", "calibrations": "calibrations", "targets": "targets"}
+    keys = {**SHARED_KEYS, "recipes": "recipes", "calibrations": "calibrations", "targets": "targets",
+            "int16_layers": "int16_layers"}
     defaults = {"recipes": COMPARE_RECIPES}
     lists = {"recipes": ("--recipes", Recipe.choices()), "calibrations": ("--calibration", Calibration.choices()),
              "targets": ("--targets", list(available_targets()))}
@@ -313,8 +317,9 @@ def _fail_if_devices_failed(summary: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON to stdout.")
 def inspect(model, calib, eval_, calib_samples, calib_sweep, no_formats, input_shape, unsafe, rewrite, scale, offset,
             color_mode, as_json):
-    """Why int8 loses what it loses: SNR per layer (worst first), number formats side by side,
-    weight SQNR per layer, and how accuracy moves with calibration size."""
+    """Why int8 loses what it loses: SNR per layer (worst first) beside each op's measured effect on
+    accuracy or perplexity (the drop that goes when it alone computes in int16), number formats side
+    by side, weight SQNR per layer, and how accuracy moves with calibration size."""
     try:
         sweep = tuple(int(n) for n in (calib_sweep or "").split(",") if n.strip())
     except ValueError:

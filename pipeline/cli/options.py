@@ -135,11 +135,16 @@ def quantization_options(func):
                      show_default=True, help="Activation zero points free, or symmetric (zero point 0)."),
         click.option("--float-layers", metavar="auto|NAME[,NAME]", default=None,
                      help="Keep these layers (and the ops reading them) in float; auto = the worst layer by SNR."),
+        click.option("--int16-layers", metavar="auto|NAME[,NAME]", default=None,
+                     help="int16 islands: these layers (or LAYER:OP) compute with int16 activations, the rest int8; "
+                     "auto = the fewest ops, ranked by their measured effect on held-out data, that bring the drop "
+                     "within budget."),
         click.option("--allow-float-on-mcu", is_flag=True, help="Let float islands run on microcontroller targets."),
         click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
-                     help="The ladder: int8, int8 best calibration, float islands, int16x8, float16, float32; the "
-                     "first whose drop on held-out calibration data is within POINTS (for a language model, % of "
-                     "float perplexity)."),
+                     help="The ladder: int8, int8 best calibration, float islands, int16 islands, int16x8, "
+                     "float16, float32, ordered by what the targets value (host: latency, then bytes; MCU: fit, "
+                     "latency, flash); the first whose drop on held-out calibration data is within POINTS with 95% "
+                     "confidence (for a language model, % of float perplexity)."),
         click.option("--diagnose", is_flag=True, help="Add the per-layer SNR table to the report."),
     ]
     return with_options(func, options)

@@ -19,13 +19,14 @@ from targets import TargetResult
 @dataclass(frozen=True)
 class Made:
     """How a candidate was made: recipe, calibration, weight and activation scheme, float
-    islands, PTQ or QAT, and the source format of the float model."""
+    and int16 islands, PTQ or QAT, and the source format of the float model."""
 
     recipe: Recipe
     calibration: Calibration | None = None
     weights: Weights | None = None
     activations: Activations | None = None
     float_layers: tuple[str, ...] = ()
+    int16_layers: tuple[str, ...] = ()  # int16 islands (layer:OP groups once resolved)
     qat: bool = False
     source: ModelFormat | None = None
     percentile: float | None = None
@@ -34,7 +35,8 @@ class Made:
     def converter_default(self) -> bool:
         """Made exactly as the TFLite converter makes it (min/max, per-channel, asymmetric, no islands)."""
         return (self.calibration in (None, Calibration.MINMAX) and self.weights in (None, Weights.PER_CHANNEL)
-                and self.activations in (None, Activations.ASYMMETRIC) and not self.float_layers)
+                and self.activations in (None, Activations.ASYMMETRIC) and not self.float_layers
+                and not self.int16_layers)
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, *, qat: bool = False) -> "Made":
@@ -53,6 +55,7 @@ class Made:
         value = lambda v: None if v is None else str(v)  # noqa: E731
         return {"recipe": str(self.recipe), "calibration": value(self.calibration), "weights": value(self.weights),
                 "activations": value(self.activations), "float_layers": list(self.float_layers),
+                "int16_layers": list(self.int16_layers),
                 "qat": self.qat, "source": value(self.source), "percentile": self.percentile}
 
 

@@ -174,6 +174,7 @@ class ConvertConfig:
     weights: Weights = Weights.PER_CHANNEL
     activations: Activations = Activations.ASYMMETRIC
     float_layers: tuple[str, ...] = ()
+    int16_layers: tuple[str, ...] = ()  # int16 islands: layer names, layer:OP, or auto
     allow_float_on_mcu: bool = False
     max_accuracy_drop: float | None = None
     diagnose: bool = False
@@ -210,19 +211,28 @@ class ConvertConfig:
         """Whether the int8 model is made other than the converter's default way."""
         return (self.calibration is not Calibration.MINMAX or self.weights is not Weights.PER_CHANNEL
                 or self.activations is not Activations.ASYMMETRIC or bool(self.float_layers)
-                or any(c is not Calibration.MINMAX for c in self.calibrations))
+                or bool(self.int16_layers) or any(c is not Calibration.MINMAX for c in self.calibrations))
 
     @property
     def selects(self) -> bool:
         """Whether the run chooses on held-out calibration data (auto calibration, the ladder)."""
-        return (Calibration.AUTO in (self.calibration, *self.calibrations)
+        return (Calibration.AUTO in (self.calibration, *self.calibrations) or "auto" in self.int16_layers
                 or (self.max_accuracy_drop is not None and not self.recipes))
 
     def _check_quantization(self) -> None:
         _set(self, "calibration", Calibration.parse(self.calibration, "calibration"))
+        for name in ("float_layers", "int16_layers"):
+            value = getattr(self, name)
+            layers = (value,) if isinstance(value, str) else value
+            if not isinstance(layers, (tuple, list)) or not all(isinstance(n, str) and n.strip() for n in layers):
+                raise UsageError(f"{name} must be layer names or 'auto', not {value!r}.")
+            _set(self, name, tuple(n.strip() for n in layers))
+            if "auto" in getattr(self, name) and len(getattr(self, name)) > 1:
+                raise UsageError(f"{name} is either 'auto' or a list of layer names, not both.")
         if self.holdout is not None and not (Calibration.AUTO in (self.calibration, *self.calibrations)
-                                             or self.max_accuracy_drop is not None):
-            raise UsageError("--holdout is data to choose on; it needs --calibration auto or --max-accuracy-drop.")
+                                             or self.max_accuracy_drop is not None or "auto" in self.int16_layers):
+            raise UsageError("--holdout is data to choose on; it needs --calibration auto, --int16-layers auto or "
+                             "--max-accuracy-drop.")
         _set(self, "weights", Weights.parse(self.weights, "weights"))
         _set(self, "activations", Activations.parse(self.activations, "activations"))
         _flags(self, "allow_float_on_mcu", "diagnose")
@@ -230,21 +240,15 @@ class ConvertConfig:
         if self.percentile is not None and self.percentile > 100:
             raise UsageError(f"percentile must be at most 100, not {self.percentile!r}.")
         _number(self, "max_accuracy_drop", float, 0.0, optional=True)
-        layers = (self.float_layers,) if isinstance(self.float_layers, str) else self.float_layers
-        if not isinstance(layers, (tuple, list)) or not all(isinstance(n, str) and n.strip() for n in layers):
-            raise UsageError(f"float_layers must be layer names or 'auto', not {self.float_layers!r}.")
-        _set(self, "float_layers", tuple(n.strip() for n in layers))
-        if "auto" in self.float_layers and len(self.float_layers) > 1:
-            raise UsageError("float_layers is either 'auto' or a list of layer names, not both.")
         if self.recipe is not Recipe.INT8 and self.int8_options_changed:
-            raise UsageError(f"--calibration, --weights, --activations and --float-layers shape int8 models; "
+            raise UsageError(f"--calibration, --weights, --activations, --float-layers and --int16-layers shape int8 models; "
                              f"recipe {self.recipe} does not use them.")
         if self.max_accuracy_drop is not None and (self.recipe is not Recipe.INT8 or self.qat is not None):
             raise UsageError("--max-accuracy-drop chooses the recipe itself (int8 first, then int16x8, float16, "
                              "float32); leave --recipe at int8 and do not combine it with qat.")
         if self.qat is not None and self.int8_options_changed:
             raise UsageError("qat makes its int8 models with the converter's defaults; drop --calibration, "
-                             "--weights, --activations and --float-layers.")
+                             "--weights, --activations, --float-layers and --int16-layers.")
         known = available_targets()
         strict = [n for n in self.targets if Capability.FLOAT_OPS not in known[n].capabilities]
         if self.float_layers and strict and not self.allow_float_on_mcu:
@@ -297,6 +301,7 @@ class ConvertConfig:
         for key in ("calibration", "weights", "activations"):
             out[key] = str(out[key])
         out["float_layers"] = list(self.float_layers)
+        out["int16_layers"] = list(self.int16_layers)
         out["input_shape"] = list(self.input_shape) if self.input_shape else None
         out["recipes"] = [str(r) for r in self.recipes]
         out["calibrations"] = [str(c) for c in self.calibrations]
@@ -403,7 +408,7 @@ SETTINGS_SCHEMA: dict[str, Any] = {
                     "timeout": _COUNT, "budget": _NUMBER}},
     "qat": {"train": _PATH, "epochs": _COUNT, "batch_size": _COUNT, "learning_rate": _NUMBER, "seed": _SEED,
             "patience": _COUNT, "strategy": _TEXT, "parity_tolerance": _NUMBER, "resume": _FLAG},
-    "calibration": _TEXT, "percentile": _NUMBER, "weights": _TEXT, "activations": _TEXT, "float_layers": _NAMES,
+    "calibration": _TEXT, "percentile": _NUMBER, "weights": _TEXT, "activations": _TEXT, "float_layers": _NAMES, "int16_layers": _NAMES,
     "allow_float_on_mcu": _FLAG, "max_accuracy_drop": _NUMBER, "diagnose": _FLAG, "input_shape": _SIZES,
     "recipes": _NAMES, "calibrations": _NAMES, "rewrite": _FLAG,
 }

@@ -21,9 +21,10 @@ def _accuracy(report: dict[str, Any]) -> list[str]:
              + ", ".join(f"{row['layer']} ({row['snr_db']:.1f} dB)" for row in layers[:3] if row.get("snr_db") is not None)
              + "." if layers else " `edgepipe inspect` ranks the layers by their error.")
     return [f"{recipe} loses {100 * (before - after):.1f} points of accuracy on the eval data (float "
-            f"{100 * before:.2f}%, {recipe} {100 * after:.2f}%).{worst} Next: --calibration auto chooses ranges on "
-            "held-out data, --float-layers auto keeps the worst layer in float, and --max-accuracy-drop 1 lets the "
-            "ladder take the cheapest rung within a point (int16x8, float16 among them)."]
+            f"{100 * before:.2f}%, {recipe} {100 * after:.2f}%).{worst}{_effects(report)} Next: --calibration auto "
+            "chooses ranges on held-out data, --int16-layers auto widens the ops with the largest measured effect to "
+            "int16, --float-layers auto keeps the worst layer in float, and --max-accuracy-drop 1 lets the ladder "
+            "take the cheapest rung within a point (int16 islands, int16x8, float16 among them)."]
 
 
 def _perplexity(report: dict[str, Any]) -> list[str]:
@@ -33,9 +34,38 @@ def _perplexity(report: dict[str, Any]) -> list[str]:
     recipe = report["recipe"]
     return [f"{recipe} raises perplexity by {100 * (after / before - 1):.1f}% (float {before:.4f}, {recipe} "
             f"{after:.4f}). An int8 softmax head rounds small probabilities to 0 (counted as 1e-6, 13.8 nats "
-            "each), often the largest share of such a loss. Next: --max-accuracy-drop 2 lets the ladder take "
-            "int16x8 or float16 within 2%, and `edgepipe compare --recipes int8,int16x8,float16` shows each on "
-            "your targets."]
+            f"each), often the largest share of such a loss.{_effects(report)} Next: --int16-layers auto widens the "
+            "ops with the largest measured effect (`edgepipe inspect` lists each op's effect), --max-accuracy-drop 2 "
+            "lets the ladder take int16 islands, int16x8 or float16 within 2%, and `edgepipe compare --recipes "
+            "int8,int16x8,float16 --int16-layers auto` shows each on your targets."]
+
+
+def _effects(report: dict[str, Any]) -> str:
+    """The op groups with the largest measured effect, when the run measured them (an islands search)."""
+    for row in report.get("candidates") or []:
+        effects = ((row.get("int16_islands") or {}).get("search") or {}).get("effects") or []
+        top = [e for e in effects if e.get("effect", 0) > 0][:3]
+        if top:
+            return (" Measured effect on the held-out data (drop removed when the op alone computes in int16): "
+                    + ", ".join(f"{e['group']} {e['effect']:+.2f}" for e in top) + ".")
+    return ""
+
+
+def _divergence(report: dict[str, Any]) -> list[str]:
+    """A microcontroller run whose TFLM outputs part from LiteRT's reference kernels by more than a step."""
+    lines = []
+    for name, result in (report.get("targets") or {}).items():
+        reference = (result or {}).get("reference") or {}
+        first = reference.get("first_divergence") or {}
+        if reference.get("max_diff_steps", 0) <= 1 or "op" not in first:
+            continue
+        lines.append(f"On {name}, TensorFlow Lite Micro's outputs differ from LiteRT's reference kernels by up to "
+                     f"{reference['max_diff_steps']:.0f} steps ({100 * reference.get('top1_agreement', 0):.1f}% same "
+                     f"top-1); the difference first appears at {first['op']} (layer {first['layer']}, op "
+                     f"{first['index']}), {first['max_diff_steps']:.0f} steps of its {first['dtype']} output. The "
+                     f"figures reported for {name} are TFLM's own. Next: `edgepipe inspect` shows that op's effect; "
+                     f"--int16-layers {first['layer']}:{first['op']} widens it if the difference costs accuracy.")
+    return lines
 
 
 def _speed(report: dict[str, Any]) -> list[str]:
@@ -56,4 +86,4 @@ def _speed(report: dict[str, Any]) -> list[str]:
 
 def advise(report: dict[str, Any]) -> list[str]:
     """Sentences with evidence and a next step, for the chosen candidate of a conversion report."""
-    return [*_accuracy(report), *_perplexity(report), *_speed(report)]
+    return [*_accuracy(report), *_perplexity(report), *_speed(report), *_divergence(report)]

@@ -155,6 +155,14 @@ def _quantization_notes(report: dict[str, Any]) -> list[str]:
     if islands:
         lines += [f"Float islands: {', '.join(islands['ops'])} stay float (+{_kib(islands['bytes_cost'])}, "
                   f"{islands.get('host_latency_cost_ms', 0):+.3f} ms on the host against full int8).", ""]
+    wide = row.get("int16_islands")
+    if wide:
+        search = wide.get("search") or {}
+        how = (f"; chosen by measured effect on {search['measure']} over {len(search.get('effects', []))} op groups"
+               if search.get("effects") else "")
+        lines += [f"int16 islands: {', '.join(wide['groups']) or 'none'} compute with int16 activations "
+                  f"({wide['ops']} ops, {wide['bytes_cost']:+d} bytes, {wide.get('host_latency_cost_ms', 0):+.3f} ms on "
+                  f"the host against full int8){how}.", ""]
     ladder = report.get("ladder")
     if ladder:
         power = ladder.get("power") or {}
@@ -182,14 +190,17 @@ def _quantization_notes(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _layer_lines(rows: list[dict[str, Any]], title: str) -> list[str]:
-    lines = [title, "", "| layer | op | range | scale | RMSE / scale | SNR dB | channel SNR dB |", "|---|---|---|---|---|---|---|"]
+def _layer_lines(rows: list[dict[str, Any]], title: str, measure: str | None = None) -> list[str]:
+    effect = measure is not None
+    lines = [title, "", "| layer | op | range | scale | RMSE / scale | SNR dB | channel SNR dB |"
+             + (f" effect on {measure} |" if effect else ""), "|---|---|---|---|---|---|---|" + ("---|" if effect else "")]
     for row in rows:
         span = "n/a" if row["range"] is None else f"{row['range'][0]:.4g} .. {row['range'][1]:.4g}"
         scale = "n/a" if row["scale"] is None else f"{row['scale']:.4g}"
         ratio = "n/a" if row["rmse_over_scale"] is None else f"{row['rmse_over_scale']:.3f}"
+        gain = "" if not effect else (" n/a |" if row.get("effect") is None else f" {row['effect']:+.3f} |")
         lines.append(f"| {row['layer']} | {row['op']} | {span} | {scale} | {ratio} | {row['snr_db']:.1f} | "
-                     f"{row['channel_snr_db']:.1f} |")
+                     f"{row['channel_snr_db']:.1f} |{gain}")
     return lines + [""]
 
 
@@ -199,8 +210,17 @@ def render_inspection(report: dict[str, Any]) -> str:
     judged = data["eval"] if data["judged_on"] == "eval" else data["calib"]
     lines = ["# edgepipe inspect", "", f"Model `{model['path']}` ({model['format']}, {model['params']:,} parameters), "
              f"judged on `{judged['path']}` ({data['judged_on']}).", ""]
+    effects = report.get("effects")
     lines += _layer_lines(report["layers"], "Per layer, each quantized op against its float twin on the same input "
-                          "(errors do not accumulate), worst first:")
+                          "(errors do not accumulate), worst first by SNR"
+                          + (f"; effect: how much of int8's {effects['measure']} drop ({effects['int8_drop']:.3f}) goes "
+                             "when that op alone computes in int16 (--int16-layers LAYER:OP)" if effects else "") + ":",
+                          effects["measure"] if effects else None)
+    if effects and effects["groups"]:
+        top = [row for row in effects["groups"] if row.get("effect", 0) > 0][:5]
+        if top:
+            lines += ["Largest measured effect: " + ", ".join(f"{row['group']} ({row['effect']:+.3f})" for row in top)
+                      + f", on {effects['samples']} samples.", ""]
     if report.get("formats"):
         lines += ["| format | accuracy | agreement | output SNR dB | size | how |", "|---|---|---|---|---|---|"]
         for row in report["formats"]:

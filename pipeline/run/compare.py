@@ -79,10 +79,17 @@ def pareto(cells: list[dict], float_accuracy: float | None, float_perplexity: fl
     return front
 
 
+# Latencies within this ratio of the fastest count as a tie (a shared machine's noise, an estimate's
+# error), which bytes then break.
+LATENCY_TIE = 1.10
+
+
 def recommend(cells: list[dict], float_accuracy: float | None, tolerance: float,
               float_perplexity: float | None = None) -> dict[str, Any] | None:
-    """The smallest candidate within ``tolerance`` points of float that runs (and fits); ties go
-    to the fastest. Without one, the least lossy that runs and fits. With the reason."""
+    """Among the candidates within ``tolerance`` of float that run (and fit), what the target values:
+    latency first (measured on a host or a Pi, estimated on a microcontroller), then bytes (flash);
+    without latency, bytes. Without one within tolerance, the least lossy that runs and fits. With
+    the reason."""
     usable = [c for c in cells if "problem" not in c and c.get("fits") is not False]
     if not usable:
         return None
@@ -90,12 +97,24 @@ def recommend(cells: list[dict], float_accuracy: float | None, tolerance: float,
     unit = "% perplexity" if float_perplexity else " point"
     near = [c for c in usable if losses[c["candidate"]] is not None and losses[c["candidate"]] <= tolerance + 1e-9]
     if near:
-        best = min(near, key=lambda c: (c["bytes"], c.get("latency_ms") or 0.0))
-        smallest = best["bytes"] == min(c["bytes"] for c in near)
-        fastest = all((best.get("latency_ms") or 0) <= (c.get("latency_ms") or 0) for c in near)
-        what = " and ".join(w for w, ok in (("smallest", smallest), ("fastest", fastest)) if ok)
+        timed = [c for c in near if c.get("latency_ms") is not None]
+        pool = near
+        if timed:
+            fastest = min(c["latency_ms"] for c in timed)
+            pool = [c for c in timed if c["latency_ms"] <= fastest * LATENCY_TIE]
+        best = min(pool, key=lambda c: (c["bytes"], c.get("latency_ms") or 0.0))
         loss = losses[best["candidate"]]
         gap = _gap(loss, perplexity=bool(float_perplexity))
+        if timed:
+            others = [c for c in near if c is not best]
+            slower = [c for c in others if (c.get("latency_ms") or float("inf")) > best["latency_ms"] * LATENCY_TIE]
+            what = (f"fastest ({best['latency_ms']:.3g} ms, {best.get('latency_method') or 'measured'})"
+                    if len(pool) == 1 else
+                    f"smallest of the fastest ({best['latency_ms']:.3g} ms, within {LATENCY_TIE:.2f}x)")
+            if slower:
+                what += f"; {', '.join(c['candidate'] for c in slower[:3])} slower"
+        else:
+            what = "smallest" if best["bytes"] == min(c["bytes"] for c in near) else "the least lossy"
         reason = f"{what}, {gap}"
     else:
         best = min(usable, key=lambda c: (losses[c["candidate"]] if losses[c["candidate"]] is not None else 1e9, c["bytes"]))

@@ -15,6 +15,8 @@ from targets import retried_after
 
 from .context import Context
 
+ISLANDS = ("float_islands", "int16_islands")
+
 
 def _calibration(ctx: Context, candidate: Candidate) -> dict[str, Any] | None:
     """How the candidate's activation ranges were chosen (int8 only)."""
@@ -23,7 +25,7 @@ def _calibration(ctx: Context, candidate: Candidate) -> dict[str, Any] | None:
     notes = ctx.notes.get(candidate.name)
     if notes is None:  # the converter's own min/max
         return {"method": str(candidate.made.calibration), "params": {}, "tensors_changed": 0}
-    return {key: value for key, value in notes.items() if key != "float_islands"}
+    return {key: value for key, value in notes.items() if key not in ISLANDS}
 
 
 def candidate_row(ctx: Context, candidate: Candidate) -> dict[str, Any]:
@@ -42,8 +44,7 @@ def candidate_row(ctx: Context, candidate: Candidate) -> dict[str, Any]:
         "size_ratio": round(len(candidate.artifact) / len(ctx.baseline.artifact), 4),
         "calibration": _calibration(ctx, candidate),
         "float_ops": candidate.info.float_ops(),
-        **({"float_islands": ctx.notes[candidate.name]["float_islands"]}
-           if "float_islands" in ctx.notes.get(candidate.name, {}) else {}),
+        **{kind: ctx.notes[candidate.name][kind] for kind in ISLANDS if kind in ctx.notes.get(candidate.name, {})},
         "targets": {**{name: result.to_dict() for name, result in ctx.results(candidate.name).items()},
                     **{e.target: {"problem": e.problem} for e in ctx.evaluations
                        if e.candidate == candidate.name and e.result is None}},

@@ -24,7 +24,7 @@ from pipeline.core.config import (
 from pipeline.core.data import compare_sets, fit_to_model, load_dataset
 from pipeline.core.environment import environment
 from pipeline.errors import UsageError
-from pipeline.quantize.calibration import CalibrationWork
+from pipeline.quantize.calibration import CalibrationWork, recorded_ranges
 from pipeline.quantize.convert import convert_model
 from pipeline.quantize.diagnosis import layer_table
 from pipeline.quantize.formats import formats_table, weight_sqnr
@@ -102,6 +102,7 @@ def inspect_model(config: InspectConfig) -> dict[str, Any]:
     }
     if edge.rewrite is not None:
         report["rewrite"] = edge.rewrite
+    report["effects"] = _effects(work, judged, report["layers"])
     if config.formats or config.calib_sweep:
         float_outputs = source.predict(judged.x)  # the user's model, not its rewrite
     if config.formats:
@@ -113,6 +114,28 @@ def inspect_model(config: InspectConfig) -> dict[str, Any]:
         report["calib_sweep"] = _sweep(model, calib, judged, float_outputs, config.calib_sweep)
     report["environment"] = environment()
     return report
+
+
+def _effects(work: CalibrationWork, judged, layers: list[dict]) -> dict[str, Any]:
+    """Each op group's measured effect on the measure (accuracy, perplexity, error): how much of the
+    int8 drop goes when that group alone computes in int16 (``--int16-layers LAYER:OP``). Also put
+    beside the SNR in the per-layer rows, which rank by SNR alone."""
+    from dataclasses import replace as _replace
+
+    from pipeline.quantize.int16_islands import measure_effects
+    from pipeline.quantize.selection import score
+
+    judging = _replace(work, select=judged.head(LAYER_SAMPLES))
+    int8 = judging.int8("minmax")
+    base = score(judging, int8)
+    log.info("effect of each op group in int16 on %s (%d samples)", base.measure, judging.select.samples)
+    ranges = {name: (low, high) for name, low, high in recorded_ranges(work.calibrated).values()}
+    rows = measure_effects(int8, lambda blob: score(judging, blob), base=base, ranges=ranges)
+    by_group = {row["group"]: row["effect"] for row in rows}
+    for layer in layers:
+        layer["effect"] = by_group.get(f"{layer['layer']}:{layer['op']}")
+    return {"measure": base.measure, "int8_drop": round(base.drop, 4), "samples": judging.select.samples,
+            "method": "int8 drop minus the drop with that op group alone in int16 (the rest int8)", "groups": rows}
 
 
 def _sweep(model, calib, judged, float_outputs, sizes: tuple[int, ...]) -> list[dict[str, Any]]:

@@ -6,9 +6,10 @@ and relative error; see :func:`pipeline.quantize.selection.drop_bound`), so a lu
 does not pick it. A held-out set too small to certify the budget is said before the search.
 
 int8 with the default calibration, int8 with the best calibration, int8 with float islands (only
-where every requested target allows float ops), int16x8, float16, float32. Each rung is judged by
-its drop on held-out calibration data (never ``--eval``); a rung a requested target cannot run is
-skipped with the reason.
+where every requested target allows float ops), int8 with int16 islands (the fewest ops, by measured
+effect), int16x8, float16, float32, in the order the requested targets' costs put them (:data:`ORDERS`).
+Each rung is judged by its drop on held-out calibration data (never ``--eval``); a rung a requested
+target cannot run is skipped with the reason (the op and the kernel it lacks).
 """
 
 from __future__ import annotations
@@ -33,10 +34,36 @@ RUNGS = (
     CandidateSpec("int8/calibrated", "model_int8_calibrated.tflite", replace(_INT8, calibration=Calibration.AUTO)),
     CandidateSpec("int8/float-islands", "model_int8_float_islands.tflite",
                   replace(_INT8, calibration=Calibration.AUTO, float_layers=("auto",))),
+    CandidateSpec("int8/int16-islands", "model_int8_int16_islands.tflite",
+                  replace(_INT8, calibration=Calibration.AUTO, int16_layers=("auto",))),
     CandidateSpec("int16x8", "model_int16x8.tflite", Made.for_recipe(Recipe.INT16X8)),
     CandidateSpec("float16", "model_float16.tflite", Made.for_recipe(Recipe.FLOAT16)),
     CandidateSpec("float32", "model_float32.tflite", Made.for_recipe(Recipe.FLOAT32)),
 )
+# The order rungs are tried in, by what the requested targets value. On a host or a Pi (LiteRT with
+# XNNPACK), latency before bytes: XNNPACK runs int8 and float kernels but never int16 ones
+# (tensorflow/lite/delegates/xnnpack/xnnpack_delegate.cc; targets/kernels.toml [xnnpack]), so a whole
+# int16x8 model runs on LiteRT's reference kernels (15x slower than float on the sample GPT, 1.94 vs
+# 0.13 ms) and comes after float16 and float32; an int16 island leaves only its own ops off the delegate.
+# On a microcontroller (TFLM), fit, then latency, then flash: int8 kernels are the fastest (CMSIS-NN
+# s8), int16 ones slower (CMSIS-NN s16, priced by targets/cost_model.py), float slowest and 4x the
+# bytes, so islands of int16 come before the whole model in int16, and float last.
+ORDERS = {
+    "latency, then bytes (LiteRT with XNNPACK)": ("int8", "int8/calibrated", "int8/float-islands",
+                                                  "int8/int16-islands", "float16", "float32", "int16x8"),
+    "fit, then latency, then flash (TensorFlow Lite Micro)": ("int8", "int8/calibrated", "int8/int16-islands",
+                                                              "int16x8", "int8/float-islands", "float16",
+                                                              "float32"),
+}
+
+
+def rung_order(targets: tuple[str, ...]) -> tuple[str, tuple[CandidateSpec, ...]]:
+    """The rungs in the order the requested targets' costs put them, and why: a microcontroller or NPU
+    among the targets decides (what fits and runs there is the harder constraint)."""
+    small = any(get_target(name).kernel_runtime != "litert" for name in targets)
+    why = list(ORDERS)[1 if small else 0]
+    by_name = {spec.name: spec for spec in RUNGS}
+    return why, tuple(by_name[name] for name in ORDERS[why])
 
 
 def _float_refusal(ctx: Context, spec: CandidateSpec) -> str | None:
@@ -83,7 +110,9 @@ def ladder(ctx: Context) -> None:
                     "The closest rung is still chosen, marked not certified.", power["samples"], budget,
                     "sample" if power["measure"] == "accuracy" else "top-1 match", power["best_possible_bound"],
                     power["samples_needed"])
-    for spec in RUNGS:
+    order, rungs = rung_order(ctx.config.targets)
+    log.info("ladder: rungs ordered by %s: %s", order, ", ".join(spec.name for spec in rungs))
+    for spec in rungs:
         reason = _float_refusal(ctx, spec)
         if reason:
             tried.append({"candidate": spec.name, "skipped": reason})
@@ -91,7 +120,14 @@ def ladder(ctx: Context) -> None:
             continue
         candidate = make_candidate(ctx, spec)
         made = candidate.made
-        if spec.made.calibration is Calibration.AUTO and not spec.made.float_layers and made.converter_default:
+        if spec.made.int16_layers and not made.int16_layers:
+            ctx.candidates.remove(candidate)  # the search promoted nothing: int8 needs no island, or none helps
+            search = ctx.notes.get(spec.name, {}).get("int16_islands", {}).get("search") or {}
+            tried.append({"candidate": spec.name, "skipped": search.get("note") or "no op's int16 island lowers the "
+                          "drop"})
+            continue
+        if (spec.made.calibration is Calibration.AUTO and not spec.made.float_layers and not spec.made.int16_layers
+                and made.converter_default):
             ctx.candidates.remove(candidate)  # auto chose min/max: the rung before already was this model
             tried.append({"candidate": spec.name, "skipped": "the best calibration is min/max, the rung before"})
             continue
@@ -118,7 +154,8 @@ def ladder(ctx: Context) -> None:
     if chosen is None:
         raise_no_rung(tried)
     met = any(row.get("met") for row in tried)
-    ctx.ladder = {"budget": budget, "held_out_samples": work.select.samples, "tried": tried, "chosen": chosen,
+    ctx.ladder = {"budget": budget, "held_out_samples": work.select.samples, "order": order,
+                  "tried": tried, "chosen": chosen,
                   "met": met, "certified": met, "confidence": 0.95, "power": power}
     make_baseline(ctx)
 

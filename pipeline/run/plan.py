@@ -44,7 +44,8 @@ def plan(config: ConvertConfig) -> RunPlan:
         made = replace(Made.for_recipe(recipe), percentile=config.percentile)
         if recipe is Recipe.INT8:
             made = replace(made, calibration=config.calibration, weights=config.weights,
-                           activations=config.activations, float_layers=config.float_layers)
+                           activations=config.activations, float_layers=config.float_layers,
+                           int16_layers=config.int16_layers)
         specs = (CandidateSpec(str(recipe), f"model_{recipe}.tflite", made),)
         chosen, middle = specs[0].name, (*prepare, Stage("convert", convert))
     elif not distribute.is_chief(config.qat.strategy):
@@ -82,4 +83,9 @@ def _comparison_specs(config: ConvertConfig) -> tuple[CandidateSpec, ...]:
             made = replace(Made.for_recipe(recipe), calibration=method, weights=config.weights,
                            activations=config.activations, percentile=config.percentile)
             specs.append(CandidateSpec(name, f"model_{name.replace('/', '_')}.tflite", made))
+        if config.int16_layers:  # one more: the first method's int8 model with int16 islands
+            first = replace(Made.for_recipe(recipe), calibration=methods[0], weights=config.weights,
+                            activations=config.activations, percentile=config.percentile,
+                            int16_layers=config.int16_layers)
+            specs.append(CandidateSpec("int8/int16-islands", "model_int8_int16_islands.tflite", first))
     return tuple(specs)

@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from edgecore.flatbuffer import read_graph
@@ -22,15 +23,16 @@ from pipeline.core.config import ConvertConfig
 from pipeline.core.data import compare_sets, fit_to_model, load_dataset
 from pipeline.errors import TargetError, UsageError, sentence
 from pipeline.frontend.loading import LoadedModel, load_model, refuse_recurrent
-from pipeline.quantize.calibration import CalibrationWork, split_for_selection
+from pipeline.quantize.calibration import CalibrationWork, recorded_ranges, split_for_selection
 from pipeline.quantize.convert import convert_model
 from pipeline.quantize.diagnosis import layer_table, severity, worst_layer
+from pipeline.quantize.int16_islands import promote, resolve, search
 from pipeline.quantize.islands import island_nodes
 from pipeline.quantize.ranges import DEFAULT_PERCENTILE
-from pipeline.quantize.selection import choose_calibration
+from pipeline.quantize.selection import choose_calibration, score
 from pipeline.quantize.verify import check_integer_only, compare
 from pipeline.vocab import Activations, Calibration, Recipe, Weights
-from targets import breadcrumb, get_target
+from targets import breadcrumb, get_target, int16_refusal
 
 from .context import BASELINE_FILE, CONFIG_FILE, Context
 
@@ -130,7 +132,26 @@ def _int8_by_quantizer(ctx: Context, made: Made) -> tuple[bytes, Made, dict]:
     if nodes:
         notes["float_islands"]["bytes_cost"] = len(artifact) - len(plain)
         notes["float_islands"]["full_int8"] = plain
+    if made.int16_layers:
+        artifact, made, notes["int16_islands"] = _int16_islands(ctx, artifact, made)
     return artifact, replace(made, percentile=percentile), notes
+
+
+def _int16_islands(ctx: Context, int8: bytes, made: Made) -> tuple[bytes, Made, dict]:
+    """``int8`` with the ops ``made.int16_layers`` names computing in int16 (``auto``: the search by
+    measured effect on the held-out data, within the budget and the requested targets' kernels)."""
+    groups = made.int16_layers
+    record: dict = {}
+    ranges = {name: (low, high) for name, low, high in recorded_ranges(ctx.calibration.calibrated).values()}
+    refusal = partial(int16_refusal, ctx.config.targets)
+    if groups == ("auto",):
+        chosen, found = search(int8, partial(score, ctx.calibration), ctx.config.max_accuracy_drop, refusal, ranges)
+        groups, record = tuple(chosen), {"search": found}
+    ops, keys = resolve(int8, groups, refusal) if groups else ([], [])
+    artifact = promote(int8, ops, ranges) if ops else int8
+    record.update(groups=keys, ops=len(ops), bytes_cost=len(artifact) - len(int8), full_int8=int8)
+    log.info("int16 islands: %s (%d ops, %+d bytes)", ", ".join(keys) or "none", len(ops), len(artifact) - len(int8))
+    return artifact, replace(made, int16_layers=tuple(keys)), record
 
 
 def _tensors_changed(reference: bytes, artifact: bytes) -> int:
@@ -192,10 +213,12 @@ def verify(ctx: Context) -> None:
     x, y = ctx.eval_xy
     for candidate in ctx.candidates:
         ctx.evaluations.append(Evaluation(candidate.name, "host", host.run(candidate.artifact, x, y, options)))
-        islands = ctx.notes.get(candidate.name, {}).get("float_islands")
-        if islands and "full_int8" in islands:  # what the islands cost in host latency
-            twin = host.run(islands.pop("full_int8"), None, None, options).latency_ms["p50"]
-            islands["host_latency_cost_ms"] = round(ctx.results(candidate.name)["host"].latency_ms["p50"] - twin, 4)
+        for kind in ("float_islands", "int16_islands"):
+            islands = ctx.notes.get(candidate.name, {}).get(kind)
+            if islands and "full_int8" in islands:  # what the islands cost in host latency
+                twin = host.run(islands.pop("full_int8"), None, None, options).latency_ms["p50"]
+                islands["host_latency_cost_ms"] = round(ctx.results(candidate.name)["host"].latency_ms["p50"] - twin,
+                                                        4)
     same = next((c for c in ctx.candidates if c.artifact == ctx.baseline.artifact), None)
     baseline_run = ctx.results(same.name)["host"] if same else host.run(ctx.baseline.artifact, x, y, options)
     ctx.baseline.host_latency_ms = baseline_run.latency_ms

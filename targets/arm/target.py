@@ -140,6 +140,7 @@ def arm_profiles() -> dict[str, ArmProfile]:
 class ArmTarget(Target):
     """An ARM Linux board: on the device, over SSH, or emulated here under QEMU."""
 
+    kernel_runtime = "litert"
     capabilities = frozenset({Capability.RUN, Capability.ACCURACY, Capability.LATENCY, Capability.ENERGY,
                               Capability.SSH, Capability.EMULATE, Capability.INSTRUCTION_COUNT, Capability.FLOAT_OPS})
 

@@ -10,6 +10,8 @@ import numpy as np
 from edgecore.model_info import inspect_model, parameter_problems, quantization_problems
 from edgecore.vocab import Capability, Kernels
 from targets.base import RunOptions, Target, TargetResult
+from targets.kernels import describe as describe_kernels
+from targets.kernels import type_problems
 
 from .litert_runner import evaluate, time_invocations
 from .runtime import load_runtime
@@ -25,6 +27,9 @@ def litert_problems(model: bytes) -> list[str]:
                               if op.name.removeprefix("CUSTOM:").startswith("Flex")))
     problems = [f"it uses TensorFlow (Flex) ops ({', '.join(flex)}), which LiteRT alone does not run; convert the "
                 "model without select TensorFlow ops (edgepipe's converter never adds them)"] if flex else []
+    missing = type_problems(model, "litert")
+    if missing:
+        problems.append(f"{describe_kernels(missing, 'litert')}; choose another recipe or keep those layers int8")
     return problems + quantization_problems(model) + parameter_problems(model)
 
 
@@ -32,6 +37,7 @@ class HostTarget(Target):
     """This machine's CPU through LiteRT with the XNNPACK delegate."""
 
     name = "host"
+    kernel_runtime = "litert"
     description = "this machine's CPU: LiteRT with the XNNPACK delegate"
     capabilities = frozenset({Capability.RUN, Capability.LATENCY, Capability.ACCURACY, Capability.XNNPACK,
                               Capability.FLOAT_OPS})

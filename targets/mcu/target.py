@@ -15,12 +15,15 @@ from edgecore.vocab import Capability, Kernels
 from targets.base import DeployBundle, RunOptions, Target, TargetResult
 from targets.cost_model import cycle_breakdown, dominant_class, int8_share, model_work, op_energy_mj
 from targets.host.litert_runner import evaluate_raw
+from targets.kernels import describe as describe_kernels
+from targets.kernels import type_problems
 from targets.profiles import BoardProfile, load_profiles, shared
 
 from . import tflm
 from .deploy import build_bundle
 from .memory import measured_fit, static_fit
 from .tflm_checks import preflight
+from .trace import first_divergence
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 class McuTarget(Target):
     """A microcontroller board: TFLM runs the model here, the board profile gives the answers."""
 
+    kernel_runtime = "tflm"
     capabilities = frozenset({Capability.RUN, Capability.ACCURACY, Capability.ARENA, Capability.FIT,
                               Capability.ESTIMATED_LATENCY, Capability.ENERGY, Capability.DEPLOY})
 
@@ -56,7 +60,14 @@ class McuTarget(Target):
             problems.append(f"TensorFlow Lite Micro has no kernel for {tflm.describe_unsupported(missing)}; "
                             "replace those layers or pick a target that runs them")
         # A broken scale makes the preflight's own messages (about the same tensors) misleading: it goes first.
-        return problems + (quantization_problems(model) or preflight(ops)[0])
+        specific = quantization_problems(model) or preflight(ops)[0]
+        if specific:  # they name the same ops the kernel table would, with the cause and the fix
+            return problems + specific
+        wrong_type = type_problems(ops, "tflm")
+        if wrong_type:
+            problems.append(f"{describe_kernels(wrong_type, 'tflm')}; keep those layers int8 (--int16-layers "
+                            "leaves them out) or pick a target that runs them")
+        return problems
 
     def run(self, model: bytes, x: np.ndarray | None, y: np.ndarray | None, options: RunOptions) -> TargetResult:
         """Static fit first, then TFLM: verified arena, accuracy, agreement with the reference kernels."""
@@ -100,7 +111,16 @@ class McuTarget(Target):
         if evaluated is not None:
             raw, outputs = evaluated
             result.score(outputs, y, softmax=info.ends_in_softmax)
-            result.details["reference"] = self.compare_with_reference(model, info, x, raw, y)
+            reference = self.compare_with_reference(model, info, x, raw, y)
+            if reference.pop("worst_sample", None) is not None and reference["max_diff_steps"] > 1:
+                worst = int(reference["worst_row"])
+                try:
+                    reference["first_divergence"] = first_divergence(
+                        model, quantize(x[worst:worst + 1], info.inputs[0]), arena.total)
+                except TargetError as exc:  # the trace is extra: its failure never costs the run
+                    reference["first_divergence"] = {"error": str(exc)}
+            reference.pop("worst_row", None)
+            result.details["reference"] = reference
 
     def deploy(self, model: bytes, *, tool_version: str) -> DeployBundle:
         """The TFLM firmware bundle, with ``kTensorArenaSize`` from the verified arena plus margin.
@@ -169,8 +189,11 @@ class McuTarget(Target):
             agree = np.argmax(raw, axis=-1) == np.argmax(reference, axis=-1)
         else:
             agree = np.argmax(raw.reshape(len(raw), -1), axis=1) == np.argmax(reference.reshape(len(reference), -1), axis=1)
+        per_sample = steps.reshape(len(steps), -1).max(axis=1)
         return {
             "runtime": "litert reference kernels",
+            "worst_sample": target.quantized and np.dtype(target.dtype).kind != "f",  # traceable in steps
+            "worst_row": int(np.argmax(per_sample)),
             "max_diff_steps": float(steps.max()),
             "identical_outputs": float(np.mean(steps.reshape(len(steps), -1).max(axis=1) == 0)),
             "top1_agreement": float(np.mean(agree)),

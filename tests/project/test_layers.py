@@ -29,6 +29,7 @@ RANKS = {
     "targets": 0, "targets.registry": 0,
     "targets.host": 1, "targets.arm": 1, "targets.mcu": 1, "targets.npu": 1,
     "targets.base": 2, "targets.worker": 2, "targets.worker_main": 2, "targets.profiles": 2, "targets.cost_model": 2,
+    "targets.kernels": 2,
     "edgecore": 0,
 }
 MAX_MODULES_PER_FOLDER = 15
