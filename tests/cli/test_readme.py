@@ -83,7 +83,7 @@ def test_the_command_summary_matches_the_cli():
         name = line.split()[1]
         options = {opt for param in main.commands[name].params
                    for opt in [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])]}
-        for option in re.findall(r"--[a-z-]+", line):
+        for option in re.findall(r"--[a-z0-9-]+", line):
             assert option in options, f"README says `{name} {option}`, which `edgepipe {name} --help` lacks"
 
 
