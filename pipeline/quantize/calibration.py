@@ -72,6 +72,11 @@ def recorded_ranges(calibrated: bytes) -> dict[int, tuple[str, float, float]]:
     return found
 
 
+def ranges_by_name(calibrated: bytes) -> dict[str, tuple[float, float]]:
+    """Tensor name -> (min, max) the calibration recorded (names match the quantized model's)."""
+    return {name: (low, high) for name, low, high in recorded_ranges(calibrated).values()}
+
+
 def _interpreter(calibrated: bytes):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 

@@ -13,7 +13,7 @@ import numpy as np
 from edgecore.flatbuffer import read_graph
 from pipeline.frontend import keras_compat
 
-from .calibration import _quiet, recorded_ranges
+from .calibration import _quiet, ranges_by_name
 
 PREFIX = "NumericVerify/"
 
@@ -60,7 +60,7 @@ def layer_table(calibrated: bytes, samples: np.ndarray) -> list[dict]:
             quant_debug_model_content=debug, debug_options=options,
             debug_dataset=lambda: ([samples[i:i + 1]] for i in range(len(samples))))
         debugger.run()
-    ranges = {name: (low, high) for name, low, high in recorded_ranges(calibrated).values()}
+    ranges = ranges_by_name(calibrated)
     ops = [op for op in read_graph(bytes(calibrated)).ops if op.subgraph == 0 and op.outputs]
     rows = []
     for key, stats in debugger.layer_statistics.items():

@@ -20,10 +20,14 @@ attention rewrite uses (that op would become a float island). See the README's i
 
 from __future__ import annotations
 
+import logging
+
 import flatbuffers
 import numpy as np
 
 from pipeline.errors import UsageError
+
+log = logging.getLogger("edgepipe")
 
 # Ops whose output scale the int16 kernels fix, and what they fix it to (LiteRT and TFLM kernels:
 # tensorflow/lite/kernels/activations.cc, tflite-micro/tensorflow/lite/micro/kernels/softmax_common.cc).
@@ -62,8 +66,7 @@ def _range(tensor) -> tuple[float, float]:
 def _int16_params(schema, tensor, scale: float | None = None, ranges: dict | None = None):
     params = schema.QuantizationParametersT()
     if scale is None:
-        name = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
-        low, high = (ranges or {}).get(name) or _range(tensor)
+        low, high = (ranges or {}).get(_name(tensor)) or _range(tensor)
         scale = max(abs(low), abs(high), 1e-12) / 32767
     params.scale = np.array([scale], dtype=np.float32)
     params.zeroPoint = np.array([0], dtype=np.int64)
@@ -114,14 +117,6 @@ def promote(model_bytes: bytes, ops: list[int] | tuple[int, ...], ranges: dict |
     after: dict[int, list] = {}
     widened: dict[int, int] = {}  # int8 tensor read by an island -> its int16 copy
 
-    def new_tensor(like, type_, params, suffix: str) -> int:
-        tensor = schema.TensorT()
-        tensor.shape, tensor.shapeSignature = like.shape, like.shapeSignature
-        tensor.type, tensor.quantization, tensor.buffer = type_, params, 0
-        tensor.name = (like.name.decode() if isinstance(like.name, bytes) else like.name) + suffix
-        tensors.append(tensor)
-        return len(tensors) - 1
-
     def requantize(source: int, target: int):
         op = schema.OperatorT()
         op.opcodeIndex, op.inputs, op.outputs = quantize_code, _indices([source]), _indices([target])
@@ -140,7 +135,7 @@ def promote(model_bytes: bytes, ops: list[int] | tuple[int, ...], ranges: dict |
             # DEQUANTIZE reads int16 as well as int8 (a float output keeps the finer steps).
             outside = [r for r in readers.get(t, []) if r not in chosen and kinds[r] != "DEQUANTIZE"]
             if outside:
-                copy = new_tensor(tensor, schema.TensorType.INT8, int8_params, "/int8")
+                copy = _add_tensor(model, schema, tensor, schema.TensorType.INT8, int8_params, "/int8")
                 after.setdefault(index, []).append(requantize(t, copy))
                 for r in outside:
                     operators[r].inputs = _indices([copy if x == t else x for x in operators[r].inputs])
@@ -159,8 +154,8 @@ def promote(model_bytes: bytes, ops: list[int] | tuple[int, ...], ranges: dict |
                 inputs[position] = _widen_constant(model, schema, tensor)
                 continue
             if t not in widened:
-                widened[t] = new_tensor(tensor, schema.TensorType.INT16, _int16_params(schema, tensor, None, ranges),
-                                        "/int16")
+                widened[t] = _add_tensor(model, schema, tensor, schema.TensorType.INT16,
+                                         _int16_params(schema, tensor, None, ranges), "/int16")
                 before.setdefault(index, []).append(requantize(t, widened[t]))
             inputs[position] = widened[t]
         if bias is not None and bias < len(inputs) and inputs[bias] >= 0:
@@ -192,11 +187,25 @@ def _opcode(model, schema, code: int) -> int:
     return len(model.operatorCodes) - 1
 
 
-def _buffer(model, schema, values: np.ndarray) -> int:
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(values.tobytes(), dtype=np.uint8)
-    model.buffers.append(buffer)
-    return len(model.buffers) - 1
+def _name(tensor) -> str:
+    return tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+
+
+def _add_tensor(model, schema, like, type_: int, params, suffix: str, values: np.ndarray | None = None) -> int:
+    """A new tensor of subgraph 0 shaped like ``like``, named after it; a constant when ``values``
+    are given (stored in a new buffer). Its index."""
+    tensor = schema.TensorT()
+    tensor.shape, tensor.shapeSignature, tensor.type, tensor.quantization = (like.shape, like.shapeSignature,
+                                                                             type_, params)
+    tensor.name, tensor.buffer = _name(like) + suffix, 0
+    if values is not None:
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(values.tobytes(), dtype=np.uint8)
+        model.buffers.append(buffer)
+        tensor.buffer = len(model.buffers) - 1
+    tensors = model.subgraphs[0].tensors
+    tensors.append(tensor)
+    return len(tensors) - 1
 
 
 def _values(model, tensor, dtype) -> np.ndarray:
@@ -209,13 +218,7 @@ def _widen_constant(model, schema, tensor) -> int:
         _values(model, tensor, np.int8).astype(np.float64) - int(tensor.quantization.zeroPoint[0]))
     params = _int16_params(schema, tensor)
     values = np.clip(np.round(real / float(params.scale[0])), -32767, 32767).astype(np.int16)
-    wide = schema.TensorT()
-    wide.shape, wide.shapeSignature, wide.type, wide.quantization = (tensor.shape, tensor.shapeSignature,
-                                                                       schema.TensorType.INT16, params)
-    wide.name = (tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name) + "/int16"
-    wide.buffer = _buffer(model, schema, values)
-    model.subgraphs[0].tensors.append(wide)
-    return len(model.subgraphs[0].tensors) - 1
+    return _add_tensor(model, schema, tensor, schema.TensorType.INT16, params, "/int16", values)
 
 
 def _rescale_bias(model, schema, tensors, inputs: list[int], weight: int, bias: int) -> int:
@@ -229,13 +232,7 @@ def _rescale_bias(model, schema, tensors, inputs: list[int], weight: int, bias: 
     params.scale = new_scale.astype(np.float32)
     params.zeroPoint = np.zeros(len(new_scale), dtype=np.int64)
     params.quantizedDimension = old.quantization.quantizedDimension
-    wide = schema.TensorT()
-    wide.shape, wide.shapeSignature, wide.type, wide.quantization = (old.shape, old.shapeSignature,
-                                                                       schema.TensorType.INT64, params)
-    wide.name = (old.name.decode() if isinstance(old.name, bytes) else old.name) + "/int64"
-    wide.buffer = _buffer(model, schema, values)
-    tensors.append(wide)
-    return len(tensors) - 1
+    return _add_tensor(model, schema, old, schema.TensorType.INT64, params, "/int64", values)
 
 
 # --- choosing the ops -------------------------------------------------------------------------------
@@ -317,9 +314,6 @@ def measure_effects(int8: bytes, score, refusal=None, *, base=None, found=None, 
     """Each ``layer:OP`` group's measured effect on the held-out drop: the int8 drop minus the drop with
     that group alone in int16, largest first (how much of the loss that op's int8 rounding causes).
     A group whose op a requested target has no int16 kernel for is listed with the reason."""
-    import logging
-
-    log = logging.getLogger("edgepipe")
     base = base or score(int8)
     found = found or groups(int8)
     rows, refused = [], []
@@ -343,9 +337,6 @@ def search(int8: bytes, score, budget: float | None, refusal, ranges: dict | Non
     is one that would take the model past the size or arena budget. ``score(bytes)`` measures a
     model (a :class:`pipeline.quantize.selection.Score`); ``refusal(op_name)`` says why a requested
     target has no int16 kernel for an op, or None. Returns the chosen groups and the record."""
-    import logging
-
-    log = logging.getLogger("edgepipe")
     base = score(int8)
     budget = DEFAULT_BUDGET.get(base.measure, 1.0) if budget is None else budget
     max_bytes, max_arena = int(len(int8) * MAX_BYTES_RATIO), int(arena_estimate(int8) * MAX_ARENA_RATIO)

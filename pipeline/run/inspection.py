@@ -24,7 +24,7 @@ from pipeline.core.config import (
 from pipeline.core.data import compare_sets, fit_to_model, load_dataset
 from pipeline.core.environment import environment
 from pipeline.errors import UsageError
-from pipeline.quantize.calibration import CalibrationWork, recorded_ranges
+from pipeline.quantize.calibration import CalibrationWork, ranges_by_name
 from pipeline.quantize.convert import convert_model
 from pipeline.quantize.diagnosis import layer_table
 from pipeline.quantize.formats import formats_table, weight_sqnr
@@ -129,7 +129,7 @@ def _effects(work: CalibrationWork, judged, layers: list[dict]) -> dict[str, Any
     int8 = judging.int8("minmax")
     base = score(judging, int8)
     log.info("effect of each op group in int16 on %s (%d samples)", base.measure, judging.select.samples)
-    ranges = {name: (low, high) for name, low, high in recorded_ranges(work.calibrated).values()}
+    ranges = ranges_by_name(work.calibrated)
     rows = measure_effects(int8, lambda blob: score(judging, blob), base=base, ranges=ranges)
     by_group = {row["group"]: row["effect"] for row in rows}
     for layer in layers:

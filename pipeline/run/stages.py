@@ -23,7 +23,7 @@ from pipeline.core.config import ConvertConfig
 from pipeline.core.data import compare_sets, fit_to_model, load_dataset
 from pipeline.errors import TargetError, UsageError, sentence
 from pipeline.frontend.loading import LoadedModel, load_model, refuse_recurrent
-from pipeline.quantize.calibration import CalibrationWork, recorded_ranges, split_for_selection
+from pipeline.quantize.calibration import CalibrationWork, ranges_by_name, split_for_selection
 from pipeline.quantize.convert import convert_model
 from pipeline.quantize.diagnosis import layer_table, severity, worst_layer
 from pipeline.quantize.int16_islands import promote, resolve, search
@@ -142,7 +142,7 @@ def _int16_islands(ctx: Context, int8: bytes, made: Made) -> tuple[bytes, Made, 
     measured effect on the held-out data, within the budget and the requested targets' kernels)."""
     groups = made.int16_layers
     record: dict = {}
-    ranges = {name: (low, high) for name, low, high in recorded_ranges(ctx.calibration.calibrated).values()}
+    ranges = ranges_by_name(ctx.calibration.calibrated)
     refusal = partial(int16_refusal, ctx.config.targets)
     if groups == ("auto",):
         chosen, found = search(int8, partial(score, ctx.calibration), ctx.config.max_accuracy_drop, refusal, ranges)
